@@ -1,0 +1,356 @@
+"""From a reconstruction to anomaly maps, image scores and binary anomaly masks (ALGORITHM.md section 4).
+
+- Error (anomaly) map: ``(image - recon)^2`` pixel-wise.
+- Image score: the mean of the error map by default; alternatives by ``rule`` (see :func:`image_score`).
+- Binary mask, decided for each image on its own (the published code took the maximum over the whole
+  test batch, so a mask depended on its batch neighbours):
+
+  * default rule: ``|image - recon| >= max(min_threshold, relative x max |image - recon|)`` with the
+    published constants ``min_threshold=0.03``, ``relative=0.2``, the maximum taken over this image only
+    (over the dilated lungs when the mask is restricted to them);
+  * calibrated rule: ``|image - recon| >= threshold`` with a fixed threshold (e.g. the best pooled-Dice
+    threshold found on validation data, stored in ``models/threshold.json``);
+  * optional restriction to the lungs dilated by ``lung_dilation`` x the image size (a margin so that
+    opacities on the lung border are kept). When no lung was found the restriction is skipped.
+
+Thresholds are in units of the absolute difference ``|image - recon|`` (images in [0, 1]).
+
+Shapes: functions take one image as ``(H, W)`` or ``(1, H, W)``, or a batch ``(B, 1, H, W)`` (every item
+treated on its own), as numpy arrays or torch tensors, and return the same type.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+from monai.utils import convert_to_dst_type
+
+__all__ = [
+    "DEFAULT_MIN_THRESHOLD",
+    "DEFAULT_RELATIVE_THRESHOLD",
+    "DEFAULT_LUNG_DILATION",
+    "SCORE_RULES",
+    "error_map",
+    "dilate_lungs",
+    "image_score",
+    "anomaly_mask",
+    "load_operating_point",
+    "AnomalyMap",
+    "AnomalyMapd",
+    "AnomalyScore",
+    "AnomalyScored",
+    "AnomalyMask",
+    "AnomalyMaskd",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MIN_THRESHOLD = 0.03
+DEFAULT_RELATIVE_THRESHOLD = 0.2
+DEFAULT_LUNG_DILATION = 0.03
+SCORE_RULES = ("mean", "max", "pNN (e.g. p99)", "lung_mean", "lung_max", "lung_pNN")
+_RULE = re.compile(r"^(lung_)?(mean|max|p(\d+(?:\.\d+)?))$")
+
+
+def _to_torch(x: Any) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.as_tensor() if hasattr(t, "as_tensor") else t  # MetaTensor -> plain tensor
+
+
+def _as_batch(t: torch.Tensor) -> torch.Tensor:
+    """(H, W) / (1, H, W) / (B, 1, H, W) -> (B, 1, H, W)."""
+    if t.ndim == 2:
+        return t[None, None]
+    if t.ndim == 3:
+        return t[None]
+    if t.ndim == 4:
+        return t
+    raise ValueError(f"expected (H, W), (1, H, W) or (B, 1, H, W), got shape {tuple(t.shape)}.")
+
+
+def error_map(image: Any, recon: Any) -> Any:
+    """Squared reconstruction error ``(image - recon)^2``, same shape and type as ``image``.
+
+    Args:
+        image: input image(s) in [0, 1], any shape.
+        recon: reconstruction, same shape.
+    """
+    if tuple(image.shape) != tuple(recon.shape):
+        raise ValueError(f"image {tuple(image.shape)} and reconstruction {tuple(recon.shape)} differ in shape.")
+    if isinstance(image, torch.Tensor):
+        return (image - convert_to_dst_type(recon, image)[0]) ** 2
+    return (np.asarray(image, dtype=np.float32) - np.asarray(recon, dtype=np.float32)) ** 2
+
+
+def dilate_lungs(lung: Any, fraction: float = DEFAULT_LUNG_DILATION) -> torch.Tensor:
+    """Binary lung region (any lung label > 0) dilated by a square of half-width ``fraction`` x image size.
+
+    Args:
+        lung: lung label map (H, W), (1, H, W) or (B, 1, H, W).
+        fraction: dilation half-width as a fraction of the mean of H and W (0 = no dilation).
+
+    Returns:
+        bool tensor (B, 1, H, W).
+    """
+    region = (_as_batch(_to_torch(lung)) > 0).float()
+    radius = int(round(fraction * (region.shape[-2] + region.shape[-1]) / 2))
+    if radius > 0:
+        region = F.max_pool2d(region, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    return region > 0
+
+
+def image_score(error: Any, lung: Any | None = None, rule: str = "mean") -> float:
+    """Image-level anomaly score of ONE error map.
+
+    Args:
+        error: error map (H, W) or (1, H, W).
+        lung: optional lung label map of the same size (needed by the ``lung_`` rules).
+        rule: ``"mean"`` (default, published: mean error over the whole image), ``"max"``, ``"pNN"``
+            (the NN-th percentile, e.g. ``"p99"``, robust to a few hot pixels), or the same statistics over
+            the lung pixels only: ``"lung_mean"``, ``"lung_max"``, ``"lung_pNN"``. A ``lung_`` rule falls
+            back to the whole image when the lung map is missing or empty.
+
+    Returns:
+        the score as a Python float.
+    """
+    match = _RULE.match(rule)
+    if match is None:
+        raise ValueError(f"unknown score rule {rule!r}; use one of {', '.join(SCORE_RULES)}.")
+    e = _to_torch(error).float()
+    if e.ndim == 3 and e.shape[0] == 1:
+        e = e[0]
+    if e.ndim != 2:
+        raise ValueError(f"image_score takes one error map (H, W) or (1, H, W), got shape {tuple(e.shape)}.")
+    values = e.reshape(-1)
+    if match.group(1) and lung is not None:
+        region = _to_torch(lung).reshape(-1) > 0
+        if region.numel() != values.numel():
+            raise ValueError(f"lung map {tuple(lung.shape)} does not match the error map {tuple(e.shape)}.")
+        if bool(region.any()):
+            values = values[region]
+    stat = match.group(2)
+    if stat == "mean":
+        return float(values.mean())
+    if stat == "max":
+        return float(values.max())
+    q = float(match.group(3))
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile in score rule {rule!r} must lie in [0, 100].")
+    return float(torch.quantile(values.double(), q / 100.0))
+
+
+def anomaly_mask(
+    image: Any,
+    recon: Any,
+    threshold: float | None = None,
+    lung: Any | None = None,
+    lung_dilation: float = DEFAULT_LUNG_DILATION,
+    min_threshold: float = DEFAULT_MIN_THRESHOLD,
+    relative: float = DEFAULT_RELATIVE_THRESHOLD,
+) -> Any:
+    """Binary anomaly mask, decided for every image on its own.
+
+    Args:
+        image: input (H, W), (1, H, W) or a batch (B, 1, H, W), intensities in [0, 1].
+        recon: reconstruction, same shape.
+        threshold: fixed threshold on ``|image - recon|`` (calibrated); ``None`` = the per-image rule
+            ``max(min_threshold, relative x max |image - recon|)``.
+        lung: optional lung label map (same spatial shape, batch or single). When given, the mask is
+            restricted to the lungs dilated by ``lung_dilation`` and the per-image maximum is taken there;
+            an empty lung map (no lung found) means no restriction.
+        lung_dilation: dilation half-width as a fraction of the image size.
+        min_threshold: lower bound of the per-image threshold (published 0.03).
+        relative: fraction of the per-image maximum difference (published 0.2).
+
+    Returns:
+        uint8 mask with the shape and type (numpy/torch) of ``image``, values 0/1.
+    """
+    img, rec = _to_torch(image).float(), _to_torch(recon).float()
+    if img.shape != rec.shape:
+        raise ValueError(f"image {tuple(img.shape)} and reconstruction {tuple(rec.shape)} differ in shape.")
+    diff = (_as_batch(img) - _as_batch(rec)).abs()
+    region = torch.ones_like(diff, dtype=torch.bool)
+    if lung is not None:
+        lung_region = dilate_lungs(lung, lung_dilation).to(diff.device)
+        if lung_region.shape[-2:] != diff.shape[-2:]:
+            raise ValueError(f"lung map {tuple(lung.shape)} does not match the image {tuple(img.shape)}.")
+        lung_region = lung_region.expand_as(diff)
+        found = lung_region.flatten(1).any(dim=1)  # items without lungs keep the whole image
+        region = torch.where(found[:, None, None, None], lung_region, region)
+    if threshold is None:
+        peak = torch.where(region, diff, torch.zeros_like(diff)).flatten(1).amax(dim=1)
+        thr = torch.clamp(relative * peak, min=min_threshold)[:, None, None, None]
+    else:
+        thr = torch.as_tensor(float(threshold), dtype=diff.dtype, device=diff.device)
+    mask = ((diff >= thr) & region).to(torch.uint8).reshape(img.shape)
+    return convert_to_dst_type(mask, image, dtype=torch.uint8 if isinstance(image, torch.Tensor) else np.uint8)[0]
+
+
+def load_operating_point(path: str | os.PathLike | None) -> dict[str, Any]:
+    """Read a calibrated operating point (written by the evaluation's calibration step).
+
+    Args:
+        path: JSON file, e.g. ``models/threshold.json``; missing file or ``None`` gives an empty dict.
+
+    Returns:
+        dict that may hold ``mask_threshold`` (on |image - recon|) and ``score_threshold`` (image label =
+        diseased when ``score >= score_threshold``), plus provenance fields.
+    """
+    if path is None or not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        point = json.load(f)
+    if not isinstance(point, dict):
+        raise ValueError(f"{path}: expected a JSON object with mask_threshold / score_threshold.")
+    logger.info(f"operating point from {path}: {point}")
+    return point
+
+
+class AnomalyMap(Transform):
+    """Array form of :func:`error_map`: ``AnomalyMap()(image, recon) -> (image - recon)^2``."""
+
+    def __call__(self, image: Any, recon: Any) -> Any:
+        return error_map(image, recon)
+
+
+class AnomalyMapd(MapTransform):
+    """Writes the error map ``(image - recon)^2`` of the (1, H, W) items ``image_key``/``recon_key``.
+
+    Args:
+        recon_key: the reconstruction (the network output, ``pred`` as it leaves the inferer).
+        image_key: the network input.
+        output_key: where the error map goes.
+    """
+
+    def __init__(self, recon_key: str = "pred", image_key: str = "image", output_key: str = "error") -> None:
+        super().__init__(keys=[recon_key])
+        self.recon_key, self.image_key, self.output_key = recon_key, image_key, output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        d[self.output_key] = error_map(d[self.image_key], d[self.recon_key])
+        return d
+
+
+class AnomalyScore(Transform):
+    """Array form of :func:`image_score`; see there for ``rule``."""
+
+    def __init__(self, rule: str = "mean") -> None:
+        image_score(torch.zeros(2, 2), rule=rule)  # validate the rule now, not on the first image
+        self.rule = rule
+
+    def __call__(self, error: Any, lung: Any | None = None) -> float:
+        return image_score(error, lung=lung, rule=self.rule)
+
+
+class AnomalyScored(MapTransform):
+    """Writes the image score (a float) and the number of lungs found (0, 1 or 2) for one item.
+
+    Args:
+        error_key: error map (1, H, W).
+        lung_key: lung label map (1, H, W); may be absent (then ``lungs_found`` is None).
+        rule: score rule, see :func:`image_score`.
+        output_key: where the score goes.
+        lungs_found_key: where the number of lungs found goes.
+    """
+
+    def __init__(
+        self,
+        error_key: str = "error",
+        lung_key: str | None = "lung",
+        rule: str = "mean",
+        output_key: str = "score",
+        lungs_found_key: str = "lungs_found",
+    ) -> None:
+        super().__init__(keys=[error_key])
+        self.scorer = AnomalyScore(rule)
+        self.error_key, self.lung_key, self.output_key = error_key, lung_key, output_key
+        self.lungs_found_key = lungs_found_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        lung = d.get(self.lung_key) if self.lung_key else None
+        d[self.output_key] = self.scorer(d[self.error_key], lung)
+        if lung is None:
+            d[self.lungs_found_key] = None
+        else:
+            labels = torch.unique(_to_torch(lung))
+            d[self.lungs_found_key] = int(((labels == 1) | (labels == 2)).sum())
+        return d
+
+
+class AnomalyMask(Transform):
+    """Array form of :func:`anomaly_mask`.
+
+    Args:
+        threshold: fixed threshold on |image - recon|, or None for the per-image rule.
+        lung_dilation: dilation of the lung restriction as a fraction of the image size.
+        min_threshold: lower bound of the per-image threshold.
+        relative: fraction of the per-image maximum.
+    """
+
+    def __init__(
+        self,
+        threshold: float | None = None,
+        lung_dilation: float = DEFAULT_LUNG_DILATION,
+        min_threshold: float = DEFAULT_MIN_THRESHOLD,
+        relative: float = DEFAULT_RELATIVE_THRESHOLD,
+    ) -> None:
+        self.threshold, self.lung_dilation = threshold, lung_dilation
+        self.min_threshold, self.relative = min_threshold, relative
+
+    def __call__(self, image: Any, recon: Any, lung: Any | None = None) -> Any:
+        return anomaly_mask(
+            image, recon, self.threshold, lung, self.lung_dilation, self.min_threshold, self.relative
+        )
+
+
+class AnomalyMaskd(MapTransform):
+    """Writes the binary anomaly mask (uint8 (1, H, W), 0/1) of one item, by default over ``pred``.
+
+    Args:
+        image_key: network input.
+        recon_key: reconstruction (the network output).
+        output_key: where the mask goes (``pred``: the final mask, as MONAI Label expects).
+        threshold: fixed threshold on |image - recon| (calibrated), None for the per-image rule.
+        lung_key: lung label map used to restrict the mask when ``restrict_to_lungs``.
+        restrict_to_lungs: keep only pixels inside the dilated lungs (no restriction when none was found
+            or the key is absent).
+        lung_dilation: dilation as a fraction of the image size.
+        min_threshold: lower bound of the per-image threshold.
+        relative: fraction of the per-image maximum.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        recon_key: str = "pred",
+        output_key: str = "pred",
+        threshold: float | None = None,
+        lung_key: str | None = "lung",
+        restrict_to_lungs: bool = False,
+        lung_dilation: float = DEFAULT_LUNG_DILATION,
+        min_threshold: float = DEFAULT_MIN_THRESHOLD,
+        relative: float = DEFAULT_RELATIVE_THRESHOLD,
+    ) -> None:
+        keys: KeysCollection = [image_key, recon_key]
+        super().__init__(keys=keys)
+        self.image_key, self.recon_key, self.output_key = image_key, recon_key, output_key
+        self.lung_key, self.restrict_to_lungs = lung_key, restrict_to_lungs
+        self.masker = AnomalyMask(threshold, lung_dilation, min_threshold, relative)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        lung = d.get(self.lung_key) if (self.restrict_to_lungs and self.lung_key) else None
+        d[self.output_key] = self.masker(d[self.image_key], d[self.recon_key], lung)
+        return d
