@@ -1,0 +1,322 @@
+"""Deterministic synthetic frontal chest X-ray phantoms with exact lung label maps and "disease" opacities.
+
+The phantoms stand in for real chest X-rays wherever the project needs images with known anatomy: the
+embedded demo dataset, tests and benchmarks. Each phantom is built from a seeded ``numpy.random.Generator``
+as a smooth density map (soft tissue, mediastinum, heart, spine, ribs, clavicles, shoulders, abdomen,
+air-filled lungs with vessel markings), passed through an exponential detector response with random
+exposure, window and gamma, a slight blur and signal-dependent quantum-like noise.
+
+Every length is a fraction of the image (rows as fractions of the height, columns of the width), so any
+size works, square or not. Orientation follows the image contract: row 0 is the top of the displayed
+image, column 0 the image's left (the patient's right). The lung label map is exact: 1 = lung on the
+image's left, 2 = lung on the image's right, drawn from the same implicit shapes that darken the image.
+
+Diseased phantoms add opacities from a generator of their own (blurred random blobs, lobar patches and
+nodules of varied size and density); it shares nothing with the ART-ASyn brush synthesis in
+``bundle.synthesis``, so evaluating on these phantoms does not reward a model for learning that brush.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Phantom", "make_phantom"]
+
+
+@dataclass
+class Phantom:
+    """A synthetic chest X-ray and its ground truth.
+
+    Attributes:
+        image: (H, W) float32 in [0, 1], bright bone.
+        lung: (H, W) uint8 label map: 0 background, 1 lung on the image's left, 2 lung on the image's right.
+        lesion: (H, W) uint8 0/1, the pixels where a disease opacity adds a visible amount (all 0 when healthy).
+    """
+
+    image: np.ndarray
+    lung: np.ndarray
+    lesion: np.ndarray
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _soft_inside(f: np.ndarray, width: float) -> np.ndarray:
+    """Soft indicator of ``f < 0`` for an implicit function ``f`` measured in image fractions."""
+    return _smoothstep(0.5 - f / width)
+
+
+def _bspline_taps(n_out: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (4, n_out) and cubic B-spline weights (4, n_out) sampling ``n_cells + 3`` knots at pixel centres."""
+    t = 1.0 + (np.arange(n_out) + 0.5) * (n_cells / n_out)
+    base = np.floor(t).astype(np.intp) - 1
+    idx = base[None, :] + np.arange(4)[:, None]
+    x = np.abs(t[None, :] - idx)
+    wts = np.where(x < 1, 2 / 3 - x**2 + x**3 / 2, np.where(x < 2, (2 - x) ** 3 / 6, 0.0))
+    return idx, wts.astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+    """Smooth noise, zero mean and unit variance, with about ``cells`` features across the shorter side.
+
+    Random knots on a coarse grid blended by a separable cubic B-spline (four taps per axis), so the cost
+    is a few passes over the image and the texture scale does not depend on the image size.
+    """
+    h, w = shape
+    ch = max(2, int(round(cells * h / min(h, w))))
+    cw = max(2, int(round(cells * w / min(h, w))))
+    coarse = rng.standard_normal((ch + 3, cw + 3)).astype(np.float32)
+    ri, rw = _bspline_taps(h, ch)
+    ci, cwt = _bspline_taps(w, cw)
+    rows = sum(rw[k][:, None] * coarse[ri[k]] for k in range(4))  # (h, cw + 3)
+    out = sum(cwt[k][None, :] * rows[:, ci[k]] for k in range(4))  # (h, w)
+    return (out - out.mean()) / (out.std() + 1e-6)
+
+
+def _band(dist: np.ndarray, half: float, soft: float) -> np.ndarray:
+    """Profile of a bone band across its axis: a soft slab with brighter cortical edges."""
+    t = np.abs(dist) / half
+    slab = _smoothstep((1.0 - t) * half / soft + 0.5)
+    cortex = np.exp(-(((t - 0.85) / 0.18) ** 2))
+    return slab * (0.65 + 0.35 * cortex)
+
+
+def make_phantom(
+    size: int | tuple[int, int] = 256,
+    seed: int = 0,
+    diseased: bool = False,
+    *,
+    noise: bool = True,
+    visible: float = 0.03,
+) -> Phantom:
+    """Make one synthetic frontal chest X-ray.
+
+    Args:
+        size: image size, an int for square images or (H, W).
+        seed: seed of the ``numpy.random.Generator`` that draws every random choice; the same
+            (size, seed, diseased, noise) always gives the same phantom, and the healthy and diseased
+            phantoms of one seed share their anatomy.
+        diseased: add opacities (consolidations, lobar patches, nodules) inside the lungs.
+        noise: add quantum-like noise (off gives the clean image, e.g. for visual checks).
+        visible: intensity increase (image units) from which a pixel of an opacity counts as lesion.
+
+    Returns:
+        Phantom with ``image`` (H, W) float32 in [0, 1], ``lung`` (H, W) uint8 {0, 1, 2},
+        ``lesion`` (H, W) uint8 {0, 1}.
+    """
+    h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if h < 16 or w < 16:
+        raise ValueError(f"phantom size must be at least 16 x 16 pixels, got {h} x {w}")
+    rng = np.random.default_rng(seed)
+
+    def uni(lo: float, hi: float) -> float:
+        return float(rng.uniform(lo, hi))  # python floats keep every array float32
+
+    px = 1.0 / min(h, w)  # one pixel, in image fractions
+    edge = 1.2 * px
+
+    # anatomical coordinates (u across, v down, both ~[0, 1]) from the pixel grid: a random similarity
+    # transform gives position, size, aspect and slight rotation variation
+    y = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None] - 0.5
+    x = ((np.arange(w, dtype=np.float32) + 0.5) / w)[None, :] - 0.5
+    scale, aspect, angle = uni(0.9, 1.05), uni(0.92, 1.08), np.deg2rad(uni(-2.5, 2.5))
+    ty, tx = uni(-0.03, 0.03), uni(-0.03, 0.03)
+    ca, sa = float(np.cos(angle)), float(np.sin(angle))
+    u = 0.5 + ((x - tx) * ca + (y - ty) * sa) / (scale * aspect)
+    v = 0.5 + (-(x - tx) * sa + (y - ty) * ca) / scale
+    left = u < 0.5  # the image's left half (patient's right)
+    d = np.abs(0.5 - u)  # distance from the midline: one expression draws both sides mirrored
+
+    # ---- body outline: neck, sloping shoulders, chest wall --------------------------------------------------
+    neck, chest, shoulder_v = uni(0.15, 0.19), uni(0.41, 0.45), uni(0.02, 0.08)
+    half_width = neck + (chest + 0.06 - neck) * _smoothstep((v + 0.06) / (shoulder_v + 0.1))
+    half_width = half_width - 0.06 * _smoothstep((v - shoulder_v) / 0.2) - 0.03 * np.clip(v - 0.6, 0, 1)
+    body = _soft_inside(d - half_width, 2 * edge)
+    thickness = np.sqrt(np.clip(1.0 - (d / half_width) ** 2, 0.0, 1.0))
+
+    # ---- lungs ---------------------------------------------------------------------------------------------
+    cp_v, apex_v = uni(0.72, 0.8), uni(0.1, 0.17)  # costophrenic angles, apices
+    lung_c = uni(0.19, 0.22)  # lung centre line, distance from the midline
+    lung_a = min(uni(0.16, 0.19), chest - 0.05 - lung_c)  # half width at the base
+    p = uni(2.0, 2.6)
+    ell = np.abs((d - lung_c) / lung_a) ** p + np.abs((v - cp_v) / (cp_v - apex_v)) ** p - 1.0
+    ell_f = ell * (lung_a / p)  # about a distance near the boundary
+    # diaphragm domes: parabolas through the costophrenic angles, the patient's right (image left) higher
+    dome_h = np.where(left, uni(0.1, 0.14), uni(0.08, 0.12)).astype(np.float32)
+    peak_d = lung_c - uni(0.0, 0.04)
+    lateral = lung_c + lung_a
+    dome_v = cp_v - dome_h + dome_h * ((d - peak_d) / (lateral - peak_d)) ** 2
+    below_dome = v - dome_v  # > 0 under the diaphragm
+    # mediastinum; heart tilted down to the image right (patient's left); aortic knob
+    med_half = uni(0.05, 0.065) + 0.02 * _smoothstep((v - 0.15) / 0.3)
+    hu, hv, hru, hrv = 0.5 + uni(0.05, 0.075), uni(0.63, 0.68), uni(0.13, 0.16), uni(0.09, 0.11)
+    tilt = np.deg2rad(uni(20, 35))
+    hx = (u - hu) * float(np.cos(tilt)) + (v - hv) * float(np.sin(tilt))
+    hy = -(u - hu) * float(np.sin(tilt)) + (v - hv) * float(np.cos(tilt))
+    heart_f = (np.sqrt((hx / hru) ** 2 + (hy / hrv) ** 2) - 1.0) * hrv
+    ku, kv, kr = 0.5 + uni(0.05, 0.065), uni(0.3, 0.35), uni(0.025, 0.035)
+    knob_f = np.sqrt((u - ku) ** 2 + (v - kv) ** 2) - kr
+    medi_f = np.minimum(np.minimum(d - med_half, heart_f), knob_f)  # < 0 inside the mediastinal shadow
+
+    lung_f = np.maximum(np.maximum(ell_f, below_dome), -medi_f)
+    lung_soft = _soft_inside(lung_f, edge)
+    lung_map = np.where(lung_f < 0, np.where(left, 1, 2), 0).astype(np.uint8)
+    # air depth: deepest in the middle of each lung, thinner towards the walls, apex and domes
+    depth = np.clip(-ell, 0, 1) ** 0.5 * _smoothstep(-below_dome / 0.1) * _smoothstep(-medi_f / 0.05)
+    air = lung_soft * (0.46 + 0.3 * depth)
+
+    # ---- soft tissue, abdomen, mediastinum -----------------------------------------------------------------
+    density = body * (0.25 + 0.4 * thickness) * (1.0 + 0.04 * _smooth_noise(rng, (h, w), 5))
+    abdomen = body * _soft_inside(-below_dome, 3 * edge) * _soft_inside(d - lateral - 0.02, 0.05)
+    density += 0.3 * abdomen
+    gas_v = cp_v - 0.04 + uni(0.0, 0.05)
+    gas = np.exp(-(((u - 0.5 - lung_c) / 0.06) ** 2 + ((v - gas_v) / 0.035) ** 2)) * (v > dome_v) * ~left
+    density -= uni(0.05, 0.3) * gas * abdomen
+    above_dome = _soft_inside(below_dome, 3 * edge)  # the heart and mediastinum sit on the diaphragm
+    density += 0.35 * _soft_inside(medi_f, 2 * edge) * _smoothstep((v + 0.05) / 0.25) * above_dome
+    density += 0.06 * _soft_inside(heart_f, 3 * edge) * above_dome
+    trachea = _soft_inside(np.abs(u - 0.5) - uni(0.014, 0.02), 2 * edge) * _soft_inside(v - uni(0.3, 0.36), 0.04)
+    density -= 0.12 * trachea
+
+    # ---- lungs: air, hila and vessel markings fanning out from them ----------------------------------------
+    density -= air
+    hilum_v = uni(0.4, 0.46)
+    dh, dv = d - 0.09, v - hilum_v
+    r_hilum = np.sqrt(dh**2 + dv**2)
+    bend = 0.25 * _smooth_noise(rng, (h, w), 8)
+    theta = np.arctan2(dv, dh) + bend
+    spokes = rng.standard_normal(160).astype(np.float32)
+    streak = np.interp(theta, np.linspace(-np.pi, np.pi, 160), spokes).astype(np.float32)
+    streak = np.clip(1.0 - np.abs(streak) / 0.5, 0, 1) ** 2  # thin radial lines at the zero crossings
+    breaks = _smoothstep(_smooth_noise(rng, (h, w), 14) + 0.6)
+    vessels = streak * breaks * np.exp(-r_hilum / 0.14)
+    hila = np.exp(-((r_hilum / 0.05) ** 2)) * (1 + 0.3 * _smooth_noise(rng, (h, w), 30))
+    density += lung_soft * (0.3 * vessels + 0.2 * hila + 0.03 * _smooth_noise(rng, (h, w), 40))
+
+    # ---- bones ---------------------------------------------------------------------------------------------
+    bone = np.zeros((h, w), np.float32)
+    # spine: vertebral bodies with darker discs
+    spine_w = uni(0.028, 0.036)
+    period, phase = uni(0.055, 0.065), uni(0, 1)
+    discs = 0.7 + 0.3 * np.cos(np.pi * (v / period + phase)) ** 2
+    bone += 0.22 * _band(u - 0.5, spine_w, 2 * edge) * discs
+    # ribs: posterior arcs from the spine, anterior arcs from the chest wall down towards the sternum
+    first_rib, rib_step, rib_half = uni(0.08, 0.12), uni(0.058, 0.066), uni(0.009, 0.012)
+    wall = np.clip(half_width - 0.02, 0.05, None)
+    inside_wall = _smoothstep((wall - d) / 0.03) * _smoothstep((d - spine_w) / 0.02)
+    dd = np.clip(d - spine_w, 0, None)
+    ant_slope = uni(0.35, 0.5)
+    fade = _smoothstep((d - 0.1) / 0.1)
+    v_lo, v_hi = v.min(axis=1), v.max(axis=1)
+
+    def rows(lo: float, hi: float) -> slice:
+        """Rows where v reaches [lo, hi]: each rib is drawn only on the band of rows it can cross."""
+        hit = np.nonzero((v_hi >= lo) & (v_lo <= hi))[0]
+        return slice(int(hit[0]), int(hit[-1]) + 1) if len(hit) else slice(0, 0)
+
+    for i in range(10):
+        vi = first_rib + i * rib_step + uni(-0.006, 0.006)
+        half = rib_half * (1 + 0.4 * i / 9)
+        r = rows(vi - 0.02 - 2 * half, vi + 0.14 + 2 * half)
+        curve = vi - 0.2 * dd[r] + 1.1 * dd[r] ** 2  # rises briefly from the spine, curves down at the wall
+        bone[r] += 0.16 * _band(v[r] - curve, half, edge) * inside_wall[r]
+        if i < 7:
+            r = rows(vi + 0.1 - 3 * half, vi + 0.12 + ant_slope * 0.5 + 3 * half)
+            ant = vi + 0.12 + ant_slope * (wall[r] - d[r])
+            bone[r] += 0.07 * _band(v[r] - ant, 1.3 * half, edge) * inside_wall[r] * fade[r]
+    # clavicles: from the sternal end up and out to the shoulder, slightly S-shaped
+    clav = uni(0.17, 0.22) - 0.32 * (d - 0.04) + 0.5 * (d - 0.04) ** 2
+    clav_ends = _smoothstep((d - 0.03) / 0.02) * _smoothstep((chest - 0.04 - d) / 0.03)
+    bone += 0.3 * _band(v - clav, uni(0.012, 0.016), edge) * clav_ends
+    # humeral heads in the top corners, scapular edges over the lateral lungs
+    hum = np.sqrt(((d - chest - 0.02) / 0.06) ** 2 + ((v - shoulder_v - 0.06) / 0.07) ** 2) - 1.0
+    bone += 0.3 * _soft_inside(hum * 0.06, 2 * edge) * (0.7 + 0.3 * _smoothstep(-hum / 0.3))
+    scap = d - (chest - 0.08 - 0.1 * np.clip(v - 0.2, 0, 0.3))
+    bone += 0.05 * _soft_inside(-scap, 4 * edge) * _soft_inside(v - 0.5, 0.1) * _smoothstep((v - 0.12) / 0.05)
+    # bones show more over the lungs (less soft tissue around them)
+    density += bone * (0.7 + 0.4 * lung_soft) * body
+
+    # ---- disease -------------------------------------------------------------------------------------------
+    opacity = _opacities(rng, lung_map, lung_soft, u, v, d, left, px) if diseased else None
+
+    # ---- detector: exponential response, window, gamma, blur, noise ----------------------------------------
+    gain, black, white, gamma = uni(1.3, 1.8), uni(0.0, 0.05), uni(0.9, 1.02), uni(0.8, 1.25)
+    blur = max(0.5, 0.6 * min(h, w) / 256)
+    top = 1.0 - float(np.exp(-gain * 2.0))
+
+    def expose(dens: np.ndarray) -> np.ndarray:
+        img = (1.0 - np.exp(-gain * np.clip(dens, 0, None))) / top
+        img = np.clip((img - black) / (white - black), 0, 1) ** gamma
+        return ndimage.gaussian_filter(img, blur, truncate=3.0)
+
+    image = expose(density)
+    lesion = np.zeros((h, w), np.uint8)
+    if opacity is not None:
+        sick = expose(density + opacity)
+        lesion = ((sick - image >= visible) & (lung_map > 0)).astype(np.uint8)
+        image = sick
+    if noise:
+        sigma = uni(0.008, 0.02)
+        grain = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), 0.5 * blur)
+        image = image + sigma / (grain.std() + 1e-6) * np.sqrt(0.2 + image) * grain
+    return Phantom(image=np.clip(image, 0.0, 1.0).astype(np.float32), lung=lung_map, lesion=lesion)
+
+
+def _opacities(
+    rng: np.random.Generator,
+    lung_map: np.ndarray,
+    lung_soft: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    d: np.ndarray,
+    left: np.ndarray,
+    px: float,
+) -> np.ndarray:
+    """Density added by disease: consolidations (blurred random blobs), lobar patches and nodules.
+
+    Returns an (H, W) float32 density map, zero outside the lungs; at least one opacity is always drawn.
+    """
+    h, w = lung_map.shape
+    opacity = np.zeros((h, w), np.float32)
+    rows, cols = np.nonzero(lung_map)
+
+    def random_lung_point() -> tuple[float, float]:
+        k = rng.integers(len(rows))
+        return float(u[rows[k], cols[k]]), float(v[rows[k], cols[k]])
+
+    n_blobs = int(rng.integers(0, 3))
+    n_lobar = int(rng.random() < 0.35)
+    n_nodules = int(rng.choice([0, 0, 1, 2, 3]))
+    if n_blobs + n_lobar + n_nodules == 0:
+        n_blobs = 1
+    texture = 1.0 + 0.35 * _smooth_noise(rng, (h, w), 14)
+
+    for _ in range(n_blobs):
+        # a cluster of Gaussian lobules around a lung point, thresholded softly into an irregular patch
+        cu, cv = random_lung_point()
+        radius = rng.uniform(0.03, 0.09)
+        field = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(3, 8))):
+            ou, ov = rng.normal(0, 0.6 * radius, size=2)
+            s = radius * rng.uniform(0.4, 0.9)
+            field += np.exp(-(((u - cu - ou) ** 2 + (v - cv - ov) ** 2) / (2 * s * s)))
+        patch = _smoothstep((field * texture - 0.35) / rng.uniform(0.2, 0.6))
+        opacity += rng.uniform(0.15, 0.5) * patch
+    for _ in range(n_lobar):
+        # a lower- or upper-zone patch of one lung bounded by an oblique fissure-like line
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        cut = rng.uniform(0.45, 0.65) + rng.uniform(-0.3, 0.3) * (d - 0.2)
+        zone = (v - cut) if rng.random() < 0.7 else (cut - 0.1 - v)
+        patch = _smoothstep(zone / rng.uniform(0.03, 0.1)) * (left if side > 0 else ~left)
+        opacity += rng.uniform(0.15, 0.4) * patch * np.clip(texture, 0.3, None)
+    for _ in range(n_nodules):
+        cu, cv = random_lung_point()
+        r = max(rng.uniform(0.008, 0.03), 2 * px)
+        dist = np.sqrt((u - cu) ** 2 + (v - cv) ** 2)
+        opacity += rng.uniform(0.15, 0.45) * _smoothstep((r - dist) / (0.6 * r) + 0.5)
+    return (opacity * lung_soft).astype(np.float32)
