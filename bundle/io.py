@@ -10,11 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from monai.config import KeysCollection, PathLike
+from monai.data import ImageReader, MetaTensor
+from monai.transforms import MapTransform, Transform
+from monai.utils import ensure_tuple
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -22,7 +27,12 @@ __all__ = [
     "is_supported",
     "read_image",
     "atomic_write",
+    "read_labels",
     "write_png",
+    "write_nifti",
+    "CXRReader",
+    "LoadCXR",
+    "LoadCXRd",
 ]
 
 #: file name suffixes read by :func:`read_image` (lower case; DICOM files are also recognised by content)
@@ -152,16 +162,208 @@ def _minmax(path: str | os.PathLike, arr: np.ndarray) -> np.ndarray:
     return ((arr - lo) / (hi - lo)).astype(np.float32)
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+# ----------------------------------------------------------------------------------------------------------
+# DICOM (pydicom + pylibjpeg decoders)
+# ----------------------------------------------------------------------------------------------------------
+
+_DECODER_HINT = (
+    "install a decoder for it: pylibjpeg-libjpeg (JPEG, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000, HTJ2K), "
+    "pylibjpeg-rle (RLE) or python-gdcm"
+)
+
+
+def _first(value: Any) -> float:
+    """First value of a possibly multi-valued DICOM number (WindowCenter '40\\400' -> 40)."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = value[0]
+    return float(value)
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 window, with output range [0, 1] instead of [ymin, ymax]."""
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    # LINEAR: the standard's piecewise definition with its 0.5 / (width - 1) offsets
+    return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+
+
+def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi
+
+    try:
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:  # no 128-byte preamble + 'DICM': try as a bare data set
+            ds = pydicom.dcmread(path, force=True)
+    except Exception as e:
+        raise CXRReadError(path, f"cannot parse as DICOM ({type(e).__name__}: {e})") from e
+    if "PixelData" not in ds:
+        raise CXRReadError(path, "DICOM file has no pixel data (not an image, or not a DICOM file)")
+    file_meta = getattr(ds, "file_meta", None)
+    ts = getattr(file_meta, "TransferSyntaxUID", None) if file_meta is not None else None
+    ts_text = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise CXRReadError(path, f"multi-frame DICOM ({frames} frames); a single 2D radiograph is expected")
+
+    if ts is not None and ts.is_compressed:
+        from pydicom.pixels import get_decoder
+
+        try:
+            available = get_decoder(ts).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise CXRReadError(path, f"no installed decoder handles the transfer syntax {ts_text}; {_DECODER_HINT}")
+    try:
+        stored = ds.pixel_array
+    except Exception as e:
+        raise CXRReadError(path, f"cannot decode the pixel data ({ts_text}): {type(e).__name__}: {e}") from e
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if stored.ndim == 3 and stored.shape[-1] in (3, 4):  # colour secondary capture: luminance
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            stored = apply_color_lut(stored, ds)
+        rgb = stored[..., :3].astype(np.float64)
+        bits = int(ds.get("BitsStored", 8) or 8)
+        return np.clip(rgb @ _LUMA / (2**bits - 1), 0.0, 1.0).astype(np.float32), {"intensity": "luminance/range"}
+    if stored.ndim != 2:
+        raise CXRReadError(path, f"expected a 2D grayscale image, got pixel array of shape {stored.shape}")
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise CXRReadError(path, f"unsupported PhotometricInterpretation {photometric!r}")
+
+    try:
+        values = apply_modality_lut(stored, ds)  # RescaleSlope/Intercept or Modality LUT Sequence
+        if ds.get("VOILUTSequence"):
+            item = ds.VOILUTSequence[0]
+            descriptor = [int(v) for v in item.LUTDescriptor]
+            n_entries = descriptor[0] or 65536
+            # normalise by what this LUT actually outputs over its whole domain (robust to a mis-declared depth)
+            domain = np.arange(descriptor[1], descriptor[1] + n_entries, dtype=np.int64)
+            table = apply_voi(domain, ds).astype(np.float64)
+            lo, hi = float(table.min()), float(table.max())
+            mapped = apply_voi(np.rint(values).astype(np.int64), ds).astype(np.float64)
+            image = (mapped - lo) / (hi - lo) if hi > lo else np.zeros_like(mapped)
+            intensity = "voi_lut"
+        elif "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) >= 1:
+            function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+            image = _window(np.asarray(values, np.float64), _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+            intensity = f"window_{function.lower()}"
+        else:
+            image, intensity = _minmax(path, values), "minmax"
+    except CXRReadError:
+        raise
+    except Exception as e:
+        raise CXRReadError(path, f"invalid modality/VOI LUT attributes ({type(e).__name__}: {e})") from e
+    if photometric == "MONOCHROME1":  # minimum value = white: invert to bright bone
+        image = 1.0 - image
+    meta: dict[str, Any] = {"intensity": intensity + ("+inverted" if photometric == "MONOCHROME1" else "")}
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    if spacing is not None and len(spacing) == 2:
+        meta["spacing"] = np.array([float(spacing[0]), float(spacing[1])])  # (row, column) mm
+    return np.asarray(image, dtype=np.float32), meta
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NIfTI (nibabel)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _load_nifti(path: str | os.PathLike):
+    """nibabel image and its data squeezed to the on-disk 2D plane ``(x, y)``, plus the singleton axis."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:
+        raise CXRReadError(path, f"cannot read as NIfTI ({type(e).__name__}: {e})") from e
+    shape = data.shape
+    singleton = -1
+    if data.ndim == 3 and sum(n == 1 for n in shape) == 1 and min(shape) == 1:
+        singleton = shape.index(1)
+        data = np.squeeze(data, axis=singleton)
+    elif data.ndim != 2:
+        raise CXRReadError(
+            path, f"NIfTI data of shape {shape}: expected a 2D image, or 3D with exactly one axis of size 1"
+        )
+    if min(data.shape) < 2:
+        raise CXRReadError(path, f"NIfTI data of shape {shape} is not a 2D picture")
+    return img, data, singleton
+
+
+def _read_nifti(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    img, data, singleton = _load_nifti(path)
+    plane = data.T  # on disk: axis 0 = x = columns, axis 1 = y = rows  ->  (rows, columns)
+    if plane.dtype == np.uint8:
+        image, intensity = plane.astype(np.float32) / 255.0, "value/255"
+    elif plane.dtype == np.uint16:
+        image, intensity = (plane.astype(np.float64) / 65535.0).astype(np.float32), "value/65535"
+    elif np.issubdtype(plane.dtype, np.floating) and np.isfinite(plane).all() and plane.min() >= 0 and plane.max() <= 1:
+        image, intensity = plane.astype(np.float32), "unit"
+    else:
+        image, intensity = _minmax(path, plane), "minmax"
+    zooms = [float(z) for z in img.header.get_zooms()]
+    if singleton >= 0:
+        del zooms[singleton]
+    meta = {
+        "intensity": intensity,
+        "spacing": np.array([zooms[1], zooms[0]]) if len(zooms) >= 2 else np.ones(2),
+        "nifti_affine": np.asarray(img.affine, dtype=np.float64),
+        "nifti_singleton_axis": singleton,
+        "nifti_qform_code": int(img.header["qform_code"]),
+        "nifti_sform_code": int(img.header["sform_code"]),
+    }
+    return image, meta
+
+
+def _base_meta(path: str | os.PathLike, fmt: str, shape: tuple[int, int]) -> dict[str, Any]:
+    """Meta keys present for every format (same keys and shapes, so MetaTensors of mixed formats collate)."""
+    return {
+        "filename_or_obj": str(path),
+        "format": fmt,
+        "original_shape": np.array(shape, dtype=np.int64),
+        "intensity": "",
+        "spacing": np.ones(2),
+        "nifti_affine": np.eye(4),
+        "nifti_singleton_axis": -1,
+        "nifti_qform_code": 0,
+        "nifti_sform_code": 0,
+    }
+
+
+def read_image(path: str | os.PathLike, rescale: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a chest X-ray file into the image contract.
 
+    Intensity rules (the rule applied is ``meta["intensity"]``):
+
+    - PNG/JPEG/TIFF: stored value / 255 (8 bit) or / 65535 (16 bit); colour -> BT.601 luminance;
+      palette -> the colours shown; float TIFF kept when in [0, 1], else min-max; EXIF orientation
+      applied for JPEG/TIFF. 16-bit precision is kept (no 8-bit quantisation).
+    - DICOM: modality LUT (RescaleSlope/Intercept or Modality LUT Sequence), then the first VOI LUT of
+      the VOI LUT Sequence (output scaled by that LUT's own output range) or else the first
+      WindowCenter/WindowWidth (LINEAR, LINEAR_EXACT or SIGMOID, mapped to [0, 1]), or else min-max of
+      the modality values; MONOCHROME1 is then inverted (``1 - x``).
+    - NIfTI: uint8 / 255, uint16 / 65535, float already in [0, 1] kept, anything else min-max.
+
     Args:
-        path: a PNG/JPEG/TIFF, DICOM or NIfTI file (see ``SUPPORTED_EXTENSIONS``).
+        path: a PNG/JPEG/TIFF, DICOM or NIfTI file (see ``SUPPORTED_EXTENSIONS``; DICOM of any name).
+        rescale: additionally stretch the result to the full [0, 1] (min-max), e.g. for 16-bit PNGs
+            that hold 12-bit data.
 
     Returns:
         ``(image, meta)``: ``image`` is ``(H, W)`` ``float32`` in ``[0, 1]``, bright bone, row 0 = top,
-        column 0 = image left. ``meta`` holds ``filename_or_obj``, ``format``, ``original_shape`` (H, W)
-        and ``intensity`` (the intensity rule applied).
+        column 0 = image left. ``meta`` (same keys for every format): ``filename_or_obj``, ``format``
+        (``png|jpeg|tiff|dicom|nifti``), ``original_shape`` (H, W), ``intensity``, ``spacing`` (row,
+        column; 1.0 when unknown), and for NIfTI inputs ``nifti_affine`` (4x4), ``nifti_singleton_axis``
+        (-1 for 2D files), ``nifti_qform_code``/``nifti_sform_code`` (what :func:`write_nifti` needs to
+        write a mask in the input's own layout).
 
     Raises:
         CXRReadError: the file is missing, empty, corrupt, or of an unsupported kind (message names it).
@@ -169,19 +371,59 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     _check_file(path)
     fmt = _format_of(path)
     if fmt in ("png", "jpeg", "tiff"):
-        img = _open_pil(path, fmt)
-        image, intensity = _pil_to_unit(path, img)
+        image, intensity = _pil_to_unit(path, _open_pil(path, fmt))
+        extra: dict[str, Any] = {"intensity": intensity}
+    elif fmt == "dicom":
+        image, extra = _read_dicom(path)
     else:
-        raise CXRReadError(path, f"{fmt} reading is not implemented yet")
+        image, extra = _read_nifti(path)
     if image.ndim != 2 or min(image.shape) < 1:
         raise CXRReadError(path, f"expected a 2D picture, got shape {image.shape}")
-    meta = {
-        "filename_or_obj": str(path),
-        "format": fmt,
-        "original_shape": np.array(image.shape, dtype=np.int64),
-        "intensity": intensity,
-    }
-    return np.ascontiguousarray(image, dtype=np.float32), meta
+    if rescale:
+        image, extra["intensity"] = _minmax(path, image), extra["intensity"] + "+rescale"
+    meta = _base_meta(path, fmt, image.shape)
+    meta.update(extra)
+    return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32), meta
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read a label map or mask with its raw integer values, in the image contract's orientation.
+
+    PNG/TIFF: the stored values (palette PNGs: the palette indices); NIfTI: the voxel values, laid out
+    as :func:`read_image` does. Nothing is rescaled.
+
+    Args:
+        path: a PNG, TIFF or NIfTI file.
+
+    Returns:
+        ``(H, W)`` integer array (``uint8`` when the values fit, else ``uint16``/``int32``/``int64``).
+
+    Raises:
+        CXRReadError: unreadable file, a lossy or multi-channel format, or non-integer values.
+    """
+    _check_file(path)
+    fmt = _format_of(path)
+    if fmt in ("png", "tiff"):
+        img = _open_pil(path, fmt)
+        if img.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "F"):
+            raise CXRReadError(path, f"label maps must be single-channel, got pixel mode {img.mode!r}")
+        values = np.asarray(img)
+    elif fmt == "nifti":
+        values = _load_nifti(path)[1].T
+    else:
+        raise CXRReadError(path, f"label maps must be PNG, TIFF or NIfTI (lossless), not {fmt.upper()}")
+    if values.dtype == bool:
+        return values.astype(np.uint8)
+    if not np.issubdtype(values.dtype, np.integer):
+        if not (np.isfinite(values).all() and np.array_equal(values, np.round(values))):
+            raise CXRReadError(path, "label map holds non-integer values")
+        values = values.astype(np.int64)
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for dtype in (np.uint8, np.uint16, np.int32, np.int64):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return np.ascontiguousarray(values.astype(dtype))
+    raise CXRReadError(path, f"label values {lo}..{hi} out of range")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,3 +508,153 @@ def write_png(path: str | os.PathLike, array2d: Any, bits: int = 8) -> Path:
     with atomic_write(path) as tmp:
         img.save(tmp, format="PNG")
     return Path(path)
+
+
+def _nifti_dtype(arr: np.ndarray) -> np.ndarray:
+    """Cast to a dtype NIfTI readers take everywhere: bool -> uint8, float64 -> float32, int64 narrowed."""
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        return arr.astype(np.float32)
+    if arr.dtype.itemsize == 8:
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        for dtype in (np.uint8, np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= lo and hi <= info.max:
+                return arr.astype(dtype)
+        raise ValueError(f"integer values {lo}..{hi} do not fit in int32")
+    return arr
+
+
+def write_nifti(path: str | os.PathLike, array2d: Any, like_meta: dict[str, Any] | None = None) -> Path:
+    """Write a 2D array (image contract orientation) as NIfTI, atomically; the inverse of :func:`read_image`.
+
+    On disk, array axis 0 = x = columns (left to right) and axis 1 = y = rows (top to bottom), as ITK,
+    SimpleITK and MONAI's ``SaveImage`` write 2D pictures; so ``read_image(write_nifti(p, x))`` gives
+    ``x`` back (float32 in [0, 1] exactly; uint8 as value/255) and ``read_labels`` gives integer maps back.
+
+    Args:
+        path: destination ``.nii`` or ``.nii.gz`` file.
+        array2d: ``(H, W)`` or ``(1, H, W)`` array/tensor indexed [row, column]. Dtype is kept
+            (bool -> uint8, float64 -> float32).
+        like_meta: the ``meta`` of the NIfTI input this output belongs to (from :func:`read_image` or a
+            ``LoadCXR`` MetaTensor). The file then reproduces that input's layout: its singleton axis,
+            affine and qform/sform codes, so a mask overlays the input in any viewer. ``array2d`` must
+            have the input's original (H, W). Meta of non-NIfTI inputs is ignored (identity affine).
+
+    Returns:
+        ``Path(path)``.
+    """
+    import nibabel as nib
+
+    arr = _nifti_dtype(_as_2d(array2d))
+    data = arr.T  # (rows, columns) -> (x, y)
+    affine = np.eye(4)
+    codes = None
+    if like_meta is not None and _meta_value(like_meta, "format") == "nifti":
+        shape = tuple(int(v) for v in np.asarray(_meta_value(like_meta, "original_shape")).reshape(-1))
+        if shape != arr.shape:
+            raise ValueError(f"{path}: array shape {arr.shape} differs from the NIfTI input's {shape}; restore it first")
+        axis = int(_meta_value(like_meta, "nifti_singleton_axis"))
+        if axis >= 0:
+            data = np.expand_dims(data, axis)
+        affine = np.asarray(_meta_value(like_meta, "nifti_affine"), dtype=np.float64).reshape(4, 4)
+        codes = int(_meta_value(like_meta, "nifti_qform_code")), int(_meta_value(like_meta, "nifti_sform_code"))
+    img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
+    if codes is not None:
+        img.set_qform(affine, code=codes[0])
+        img.set_sform(affine, code=codes[1])
+    with atomic_write(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def _meta_value(meta: dict[str, Any], key: str) -> Any:
+    value = meta[key]
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MONAI reader and transforms
+# ----------------------------------------------------------------------------------------------------------
+
+
+class CXRReader(ImageReader):
+    """MONAI ``ImageReader`` for every supported chest X-ray format, returning the image contract.
+
+    Unlike MONAI's ``PILReader`` (which returns PNGs as ``(W, H)``), arrays are ``(H, W)``: axis 0 = rows
+    (top to bottom), axis 1 = columns (image left to right). Usable as
+    ``monai.transforms.LoadImage(reader=CXRReader(), ensure_channel_first=True)``.
+
+    Args:
+        rescale: stretch every image to the full [0, 1] after the format's intensity rule
+            (see :func:`read_image`).
+    """
+
+    def __init__(self, rescale: bool = False):
+        super().__init__()
+        self.rescale = rescale
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        return all(is_supported(f) for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
+        files = ensure_tuple(data)
+        if len(files) != 1:
+            raise ValueError(f"CXRReader reads one 2D image per item, got {len(files)} files: {files}")
+        return read_image(files[0], rescale=self.rescale)
+
+    def get_data(self, img: tuple[np.ndarray, dict[str, Any]]) -> tuple[np.ndarray, dict]:
+        image, meta = img
+        meta = dict(meta)
+        affine = np.diag([float(meta["spacing"][0]), float(meta["spacing"][1]), 1.0])
+        meta.update(
+            spatial_shape=np.array(image.shape, dtype=np.int64),
+            original_channel_dim=float("nan"),
+            affine=affine,
+            original_affine=affine.copy(),
+        )
+        return image, meta
+
+
+class LoadCXR(Transform):
+    """Load a chest X-ray file as a ``(1, H, W)`` float32 MetaTensor in [0, 1] (the image contract).
+
+    Meta: ``filename_or_obj``, ``format``, ``spatial_shape`` and ``original_shape`` (H, W),
+    ``intensity``, ``spacing``, ``affine`` (diagonal, row/column spacing) and the NIfTI layout fields
+    listed in :func:`read_image`.
+
+    Args:
+        rescale: see :class:`CXRReader`.
+    """
+
+    def __init__(self, rescale: bool = False):
+        self.reader = CXRReader(rescale=rescale)
+
+    def __call__(self, filename: PathLike) -> MetaTensor:
+        """Args: filename: path of one image file. Returns: ``(1, H, W)`` MetaTensor."""
+        # the reader directly rather than LoadImage, which would also build every default MONAI reader
+        image, meta = self.reader.get_data(self.reader.read(filename))
+        return MetaTensor(torch.from_numpy(image)[None], meta=meta)
+
+
+class LoadCXRd(MapTransform):
+    """Dictionary version of :class:`LoadCXR`: replaces the file path under each key by its MetaTensor.
+
+    Args:
+        keys: keys holding file paths.
+        rescale: see :class:`CXRReader`.
+        allow_missing_keys: skip keys that are absent instead of raising.
+    """
+
+    def __init__(self, keys: KeysCollection, rescale: bool = False, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadCXR(rescale=rescale)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
