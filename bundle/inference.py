@@ -1,0 +1,453 @@
+"""Batch inference plumbing for ``configs/inference.json``: input lists, bad-file tolerance, output writing.
+
+The workflow streams: images are read, segmented, reconstructed and written one batch at a time, so memory
+does not grow with the number of files (only one small row per image is kept for the scores table).
+
+Outputs for an input ``<dataset_dir>/<sub>/<name>.<ext>`` (names relative to the scanned folder, or to the
+common parent folder of the files of a datalist):
+
+- ``<output_dir>/<sub>/<name>_mask.png``: binary anomaly mask, uint8 0/1 (multiply by 255 to view), the
+  input's own size. NIfTI inputs get ``<name>_mask.nii.gz`` in the input's own layout and affine instead.
+  DICOM inputs get a PNG in the displayed orientation (row 0 = top, column 0 = image left).
+- ``<output_dir>/<sub>/<name>_error.tiff``: the float32 error map ``(image - recon)^2`` at the input's size,
+  as a 32-bit float TIFF (``_error.nii.gz`` for NIfTI inputs).
+- ``<output_dir>/<sub>/<name>_overlay.png``: RGB picture for people: the image, the error as a heat map and
+  the mask contour (longest side at most ``overlay_max_size``).
+- ``<output_dir>/scores.csv`` and ``scores.json``: one row per processed image (file, score, predicted
+  label at the operating threshold, lungs found, mask area fraction, size, output names), written once at
+  the end.
+- ``<output_dir>/failures.csv`` and ``failures.json``: the files that could not be processed, with the
+  reason (always written, empty when nothing failed).
+
+If two inputs would share an output name (``a.png`` and ``a.dcm`` in one folder) the extension is kept in
+the name (``a_png_mask.png``, ``a_dcm_mask.png``). Every file is written to a temporary name and renamed, so
+an interrupted run or a rerun never leaves a partial file; a rerun replaces outputs file by file and the
+tables only when it completes. Exit status of ``python -m monai.bundle run``: 0 when every file was
+processed, 2 when some were skipped (their outputs from an earlier run, if any, are left untouched), 1 on
+any other error (e.g. no input images).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+__all__ = [
+    "DERIVED_FOLDERS",
+    "inference_datalist",
+    "failure_reason",
+    "FailureLog",
+    "SkipFailuresDataset",
+    "output_stems",
+    "write_float_tiff",
+    "AnomalyOutputWriter",
+    "new_failure_log",
+]
+
+logger = logging.getLogger(__name__)
+
+#: sub-folders of a scanned folder that hold derived data or annotations, not chest X-rays
+DERIVED_FOLDERS = ("lungs", "synthetic", "ground_truth")
+#: side-car files found in data folders that are silently ignored by the folder scan (anything else that is
+#: not a supported image is reported as skipped)
+SIDECAR_EXTENSIONS = (".json", ".csv", ".txt", ".md", ".yaml", ".yml", ".log")
+
+
+def _strip_ext(name: str) -> str:
+    lower = name.lower()
+    if lower.endswith(".nii.gz"):
+        return name[: -len(".nii.gz")]
+    stem, ext = os.path.splitext(name)
+    return stem if ext else name
+
+
+def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.PathLike | None] = ()) -> list[dict]:
+    """Items ``{"image": path}`` for every image to process.
+
+    Args:
+        source: a folder (scanned recursively for supported files, skipping the top-level sub-folders in
+            :data:`DERIVED_FOLDERS`, hidden files and the side-car files of :data:`SIDECAR_EXTENSIONS`; any
+            other file that is not a supported image is kept, to be reported as skipped), a datalist file (JSON or CSV, see ``bundle.data.build_datalist``: its
+            ``test`` entries, or all entries when it has none), or a single image file.
+        exclude: folders whose files are never taken as inputs (e.g. the output folder inside the input).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: no supported image was found (the message names the folder).
+    """
+    from bundle.io import SUPPORTED_EXTENSIONS, is_supported
+
+    src = Path(source)
+    if not src.exists():
+        raise FileNotFoundError(f"dataset_dir {str(source)!r} does not exist.")
+    skip = [Path(e).resolve() for e in exclude if e]
+    if src.is_dir():
+        root = src.resolve()
+        skip += [root / name for name in DERIVED_FOLDERS]
+        files = []
+        for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
+            here = Path(dirpath).resolve()
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d) not in skip)
+            # every other non-hidden file is a candidate: unsupported ones are reported, not silently dropped
+            files += [
+                os.path.join(dirpath, f)
+                for f in sorted(filenames)
+                if not f.startswith(".") and os.path.splitext(f)[1].lower() not in SIDECAR_EXTENSIONS
+            ]
+        if not any(is_supported(f) for f in files):
+            raise ValueError(
+                f"no supported images found under {str(source)!r} (looked recursively for "
+                f"{', '.join(SUPPORTED_EXTENSIONS)} and DICOM files)."
+            )
+        return [{"image": f} for f in files]
+    if src.suffix.lower() in (".json", ".csv"):
+        from bundle.data import build_datalist
+
+        datalist = build_datalist(str(src))
+        entries = datalist.get("test") or [e for k in ("training", "validation", "test") for e in datalist.get(k, [])]
+        seen, items = set(), []
+        for e in entries:
+            if e["image"] not in seen:
+                seen.add(e["image"])
+                items.append({"image": e["image"]})
+        if not items:
+            raise ValueError(f"datalist {str(source)!r} lists no images.")
+        return items
+    return [{"image": str(src)}]
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One-line reason for a failed item: the innermost ``CXRReadError``/original error, not MONAI's wrappers."""
+    chain, e = [], exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    from bundle.io import CXRReadError
+
+    for e in chain:
+        if isinstance(e, CXRReadError):
+            return str(e).splitlines()[0]
+    inner = chain[-1]
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0] if text else ''}".strip()
+
+
+class FailureLog:
+    """Append-only record of skipped files, safe to share with DataLoader worker processes.
+
+    Each failure is one JSON line appended to ``path`` (single ``write`` of a short line with ``O_APPEND``:
+    lines from several processes never interleave).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+
+    def record(self, file: str, reason: str) -> None:
+        logger.warning(f"skipped {file}: {reason}")
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"file": str(file), "reason": reason}) + "\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+
+    def read(self) -> list[dict[str, str]]:
+        if not os.path.isfile(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def remove(self) -> None:
+        if os.path.isfile(self.path):
+            os.remove(self.path)
+
+
+class SkipFailuresDataset(IterableDataset):
+    """Streams transformed items, skipping (and recording) those whose transform fails.
+
+    A file that cannot be read, is not a supported image, is empty or has the wrong shape is recorded in
+    ``failures`` with its reason and the stream moves on. With DataLoader workers each worker takes every
+    ``num_workers``-th item. Nothing is cached: memory does not depend on the number of items.
+
+    Args:
+        data: items ``{"image": path, ...}``.
+        transform: the preprocessing applied to each item.
+        failures: where skipped files are recorded.
+        image_key: key holding the file path (for the failure record).
+    """
+
+    def __init__(self, data: Sequence[dict], transform: Any, failures: FailureLog, image_key: str = "image") -> None:
+        self.data, self.transform, self.failures, self.image_key = list(data), transform, failures, image_key
+
+    def __len__(self) -> int:  # number of inputs (skipped ones included); informative only
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        items = self.data if info is None else self.data[info.id :: info.num_workers]
+        for item in items:
+            try:
+                out = self.transform(dict(item))
+            except Exception as e:  # any failure of one file must not stop the others
+                self.failures.record(item.get(self.image_key, "?"), failure_reason(e))
+                continue
+            yield out
+
+
+def output_stems(files: Sequence[str], base: str | os.PathLike | None = None) -> dict[str, str]:
+    """Output name stem (relative path without the image extension) for each input file.
+
+    Args:
+        files: input paths.
+        base: folder the names are relative to; default the files' common parent folder.
+
+    Returns:
+        ``{file: stem}``; stems that would collide keep their extension (``a_png``, ``a_dcm``).
+    """
+    files = [str(f) for f in files]
+    if not files:
+        return {}
+    absolute = [os.path.abspath(f) for f in files]
+    if base is None or not os.path.isdir(base):
+        base = os.path.commonpath([os.path.dirname(a) for a in absolute])
+    rel = {f: os.path.relpath(a, os.path.abspath(base)) for f, a in zip(files, absolute)}
+    stems = {f: _strip_ext(r) for f, r in rel.items()}
+    counts: dict[str, int] = {}
+    for s in stems.values():
+        counts[s] = counts.get(s, 0) + 1
+    return {f: (r.replace(".", "_") if counts[stems[f]] > 1 else stems[f]) for f, r in rel.items()}
+
+
+def write_float_tiff(path: str | os.PathLike, array2d: Any) -> Path:
+    """Write a 2D float array as a 32-bit float TIFF (lossless), atomically.
+
+    Args:
+        path: destination ``.tif``/``.tiff``.
+        array2d: (H, W) or (1, H, W) array or tensor, indexed [row, column].
+    """
+    from PIL import Image
+
+    from bundle.io import atomic_write
+
+    arr = _np2d(array2d).astype(np.float32)
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(arr), mode="F").save(tmp, format="TIFF")
+    return Path(path)
+
+
+def _np2d(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2D array, got shape {arr.shape}.")
+    return arr
+
+
+def _meta(x: Any) -> dict:
+    return dict(getattr(x, "meta", {}) or {})
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    from bundle.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def _csv_text(rows: list[dict], columns: Sequence[str]) -> str:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return buf.getvalue()
+
+
+class AnomalyOutputWriter:
+    """Ignite handler writing each image's outputs as it is processed, and the tables at the end.
+
+    Attach to the inference evaluator (``val_handlers``). It reads the post-processed items: ``pred``
+    (the mask at the input's own size), ``error_key`` (error map at the input's size), ``score_key``,
+    ``lungs_found_key``, and the input file name from the image meta.
+
+    Args:
+        output_dir: output folder (created).
+        data: the inference items (used for output names and the progress bar total).
+        failures: the :class:`FailureLog` the dataset records into.
+        dataset_dir: folder output names are relative to (a folder input; else the files' common parent).
+        score_threshold: image label 1 when ``score >= score_threshold``; None leaves the label empty.
+        score_rule: name of the score rule (recorded in scores.json).
+        mask_rule: description of the mask rule (recorded in scores.json).
+        write_error: write the float error maps.
+        write_overlay: write the overlay PNGs.
+        overlay_max_size: longest side of overlay pictures (larger inputs are shown downscaled).
+        progress: show a tqdm progress bar.
+        pred_key, error_key, score_key, lungs_found_key, image_key: item keys.
+    """
+
+    SCORE_COLUMNS = (
+        "file", "score", "predicted_label", "lungs_found", "mask_fraction", "height", "width",
+        "mask", "error_map", "overlay",
+    )
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        data: Sequence[dict],
+        failures: FailureLog,
+        dataset_dir: str | os.PathLike | None = None,
+        score_threshold: float | None = None,
+        score_rule: str = "mean",
+        mask_rule: str = "",
+        write_error: bool = True,
+        write_overlay: bool = True,
+        overlay_max_size: int = 1024,
+        progress: bool = True,
+        pred_key: str = "pred",
+        error_key: str = "error",
+        score_key: str = "score",
+        lungs_found_key: str = "lungs_found",
+        image_key: str = "image",
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.files = [str(d[image_key]) for d in data]
+        self.stems = output_stems(self.files, dataset_dir)
+        self._by_abspath = {os.path.abspath(f): f for f in self.files}
+        self.failures = failures
+        self.score_threshold = None if score_threshold is None else float(score_threshold)
+        self.score_rule, self.mask_rule = score_rule, mask_rule
+        self.write_error, self.write_overlay = write_error, write_overlay
+        self.overlay_max_size, self.progress = overlay_max_size, progress
+        self.pred_key, self.error_key, self.score_key = pred_key, error_key, score_key
+        self.lungs_found_key, self.image_key = lungs_found_key, image_key
+        self.rows: list[dict] = []
+        self._bar = None
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def started(self, engine: Any = None) -> None:
+        self.rows = []
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=len(self.files), desc="inference", unit="img", dynamic_ncols=True)
+
+    def iteration_completed(self, engine: Any) -> None:
+        output = engine.state.output
+        items = output if isinstance(output, list) else [output]
+        for item in items:
+            src = str(_meta(item[self.image_key]).get("filename_or_obj", ""))
+            file = self._by_abspath.get(os.path.abspath(src), src)
+            try:
+                self.rows.append(self.write_item(file, item))
+            except Exception as e:  # e.g. disk full or permissions: report, keep going
+                self.failures.record(file, f"writing outputs failed: {failure_reason(e)}")
+            if self._bar is not None:
+                self._bar.update(1)
+
+    def write_item(self, file: str, item: dict) -> dict:
+        """Write mask, error map and overlay of one item; return its scores-table row."""
+        from bundle.io import read_image, write_nifti, write_png
+        from bundle.report import overlay_image, save_rgb_png
+
+        meta = _meta(item[self.image_key])
+        mask = (_np2d(item[self.pred_key]) > 0).astype(np.uint8)
+        error = _np2d(item[self.error_key]).astype(np.float32)
+        shape = tuple(int(v) for v in np.asarray(meta.get("original_shape", mask.shape)).reshape(-1)[:2])
+        if mask.shape != shape or error.shape != shape:
+            raise ValueError(f"outputs {mask.shape}/{error.shape} were not restored to the input size {shape}")
+        stem = self.output_dir / self.stems.get(file, _strip_ext(os.path.basename(file)))
+        nifti = str(meta.get("format", "")) == "nifti"
+        names: dict[str, str | None] = {"mask": None, "error_map": None, "overlay": None}
+        mask_path = Path(f"{stem}_mask.nii.gz" if nifti else f"{stem}_mask.png")
+        if nifti:
+            write_nifti(mask_path, mask, like_meta=meta)
+        else:
+            write_png(mask_path, mask)
+        names["mask"] = mask_path.relative_to(self.output_dir).as_posix()
+        if self.write_error:
+            error_path = Path(f"{stem}_error.nii.gz" if nifti else f"{stem}_error.tiff")
+            if nifti:
+                write_nifti(error_path, error, like_meta=meta)
+            else:
+                write_float_tiff(error_path, error)
+            names["error_map"] = error_path.relative_to(self.output_dir).as_posix()
+        if self.write_overlay:
+            image, _ = read_image(file)  # the original pixels, not the model-size copy
+            overlay_path = Path(f"{stem}_overlay.png")
+            save_rgb_png(overlay_path, overlay_image(image, error, mask, max_size=self.overlay_max_size))
+            names["overlay"] = overlay_path.relative_to(self.output_dir).as_posix()
+        score = float(item[self.score_key])
+        lungs = item.get(self.lungs_found_key)
+        return {
+            "file": file,
+            "score": score,
+            "predicted_label": None if self.score_threshold is None else int(score >= self.score_threshold),
+            "lungs_found": None if lungs is None else int(lungs),
+            "mask_fraction": float(mask.mean()),
+            "height": shape[0],
+            "width": shape[1],
+            **names,
+        }
+
+    def completed(self, engine: Any = None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        failures = self.failures.read()
+        rows = sorted(self.rows, key=lambda r: r["file"])
+        summary = {
+            "score_rule": self.score_rule,
+            "score_threshold": self.score_threshold,
+            "mask_rule": self.mask_rule,
+            "num_inputs": len(self.files),
+            "num_processed": len(rows),
+            "num_failed": len(failures),
+            "images": rows,
+        }
+        _atomic_text(self.output_dir / "scores.json", json.dumps(summary, indent=2) + "\n")
+        _atomic_text(self.output_dir / "scores.csv", _csv_text(rows, self.SCORE_COLUMNS))
+        _atomic_text(self.output_dir / "failures.json", json.dumps(failures, indent=2) + "\n")
+        _atomic_text(self.output_dir / "failures.csv", _csv_text(failures, ("file", "reason")))
+        self.failures.remove()
+        logger.info(
+            f"inference: {len(rows)} of {len(self.files)} files processed, {len(failures)} skipped; "
+            f"outputs in {self.output_dir}"
+        )
+        for f in failures:
+            logger.warning(f"  skipped {f['file']}: {f['reason']}")
+
+    def finish(self, fail_on_skipped: bool = True) -> int:
+        """End of the run: exit status 2 (``SystemExit``) when files were skipped and ``fail_on_skipped``.
+
+        Returns:
+            the number of skipped files (when not exiting).
+        """
+        with open(self.output_dir / "failures.json") as f:
+            failed = len(json.load(f))
+        if failed and fail_on_skipped:
+            raise SystemExit(2)
+        return failed
+
+
+def new_failure_log(output_dir: str | os.PathLike) -> FailureLog:
+    """A fresh :class:`FailureLog` for one run, in a hidden file of ``output_dir`` removed at the end."""
+    return FailureLog(Path(output_dir) / f".failures-{uuid.uuid4().hex[:12]}.jsonl")
