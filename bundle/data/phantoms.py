@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Phantom", "make_phantom"]
+__all__ = ["Phantom", "make_phantom", "phantom_montage"]
 
 
 @dataclass
@@ -86,6 +86,26 @@ def _band(dist: np.ndarray, half: float, soft: float) -> np.ndarray:
     return slab * (0.65 + 0.35 * cortex)
 
 
+def _drop_fragments(lung_map: np.ndarray, lung_soft: np.ndarray) -> np.ndarray:
+    """Keep one connected field per lung: pixel-sized slivers that sampling cuts off at the sharp
+    costophrenic and cardiophrenic corners are removed from the label map (in place) and from the image."""
+    labels, n = ndimage.label(lung_map > 0)
+    if n <= 2:
+        return lung_soft
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, np.arange(1, n + 1))
+    sides = ndimage.maximum(lung_map, labels, np.arange(1, n + 1))
+    keep = np.zeros(n + 1, bool)
+    for side in (1, 2):
+        candidates = np.nonzero(sides == side)[0]
+        if len(candidates):
+            keep[1 + candidates[np.argmax(sizes[candidates])]] = True
+    removed = (labels > 0) & ~keep[labels]
+    lung_map[removed] = 0
+    lung_soft = lung_soft.copy()
+    lung_soft[ndimage.binary_dilation(removed, iterations=2) & (lung_map == 0)] = 0.0
+    return lung_soft
+
+
 def make_phantom(
     size: int | tuple[int, int] = 256,
     seed: int = 0,
@@ -124,7 +144,7 @@ def make_phantom(
     # transform gives position, size, aspect and slight rotation variation
     y = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None] - 0.5
     x = ((np.arange(w, dtype=np.float32) + 0.5) / w)[None, :] - 0.5
-    scale, aspect, angle = uni(0.9, 1.05), uni(0.92, 1.08), np.deg2rad(uni(-2.5, 2.5))
+    scale, aspect, angle = uni(0.87, 1.0), uni(0.93, 1.07), np.deg2rad(uni(-2.5, 2.5))
     ty, tx = uni(-0.03, 0.03), uni(-0.03, 0.03)
     ca, sa = float(np.cos(angle)), float(np.sin(angle))
     u = 0.5 + ((x - tx) * ca + (y - ty) * sa) / (scale * aspect)
@@ -140,9 +160,9 @@ def make_phantom(
     thickness = np.sqrt(np.clip(1.0 - (d / half_width) ** 2, 0.0, 1.0))
 
     # ---- lungs ---------------------------------------------------------------------------------------------
-    cp_v, apex_v = uni(0.72, 0.8), uni(0.1, 0.17)  # costophrenic angles, apices
+    cp_v, apex_v = uni(0.72, 0.8), uni(0.12, 0.18)  # costophrenic angles, apices
     lung_c = uni(0.19, 0.22)  # lung centre line, distance from the midline
-    lung_a = min(uni(0.16, 0.19), chest - 0.05 - lung_c)  # half width at the base
+    lung_a = min(uni(0.14, 0.17), chest - 0.05 - lung_c)  # half width at the base
     p = uni(2.0, 2.6)
     ell = np.abs((d - lung_c) / lung_a) ** p + np.abs((v - cp_v) / (cp_v - apex_v)) ** p - 1.0
     ell_f = ell * (lung_a / p)  # about a distance near the boundary
@@ -166,6 +186,7 @@ def make_phantom(
     lung_f = np.maximum(np.maximum(ell_f, below_dome), -medi_f)
     lung_soft = _soft_inside(lung_f, edge)
     lung_map = np.where(lung_f < 0, np.where(left, 1, 2), 0).astype(np.uint8)
+    lung_soft = _drop_fragments(lung_map, lung_soft)
     # air depth: deepest in the middle of each lung, thinner towards the walls, apex and domes
     depth = np.clip(-ell, 0, 1) ** 0.5 * _smoothstep(-below_dome / 0.1) * _smoothstep(-medi_f / 0.05)
     air = lung_soft * (0.46 + 0.3 * depth)
@@ -320,3 +341,52 @@ def _opacities(
         dist = np.sqrt((u - cu) ** 2 + (v - cv) ** 2)
         opacity += rng.uniform(0.15, 0.45) * _smoothstep((r - dist) / (0.6 * r) + 0.5)
     return (opacity * lung_soft).astype(np.float32)
+
+
+def phantom_montage(n: int = 4, size: int = 256, seed: int = 0) -> np.ndarray:
+    """A picture of ``n`` healthy and ``n`` diseased phantoms, for documentation and visual checks.
+
+    Rows: healthy phantoms; the same healthy phantoms with their lung labels tinted (1 red, 2 blue);
+    diseased phantoms; the diseased phantoms with lesion outlines in yellow.
+
+    Returns:
+        (4 * size, n * size, 3) uint8 RGB array.
+    """
+    healthy = [make_phantom(size, seed=seed + i) for i in range(n)]
+    diseased = [make_phantom(size, seed=seed + 1000 + i, diseased=True) for i in range(n)]
+
+    def gray(p: Phantom) -> np.ndarray:
+        return np.repeat(p.image[..., None], 3, axis=-1)
+
+    def lungs(p: Phantom) -> np.ndarray:
+        rgb = gray(p)
+        rgb[p.lung == 1] = 0.6 * rgb[p.lung == 1] + 0.4 * np.array([1.0, 0.2, 0.2])
+        rgb[p.lung == 2] = 0.6 * rgb[p.lung == 2] + 0.4 * np.array([0.2, 0.4, 1.0])
+        return rgb
+
+    def outline(p: Phantom) -> np.ndarray:
+        rgb = gray(p)
+        ring = p.lesion.astype(bool) & ~ndimage.binary_erosion(p.lesion.astype(bool), iterations=max(1, size // 256))
+        rgb[ring] = (1.0, 0.9, 0.1)
+        return rgb
+
+    rows = [np.concatenate([f(p) for p in group], axis=1) for f, group in
+            ((gray, healthy), (lungs, healthy), (gray, diseased), (outline, diseased))]
+    return np.rint(np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+
+
+def _save_montage(output: str = "docs/images/demo_phantoms.png", n: int = 4, size: int = 256, seed: int = 0) -> str:
+    """Command line: ``python -m bundle.data.phantoms --output docs/images/demo_phantoms.png``."""
+    from PIL import Image
+
+    from bundle.io import atomic_write
+
+    with atomic_write(output) as tmp:
+        Image.fromarray(phantom_montage(n, size, seed)).save(tmp, format="PNG", optimize=True)
+    return output
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(_save_montage)
