@@ -1,0 +1,282 @@
+"""Validation during training: which images, their fixed synthetic anomalies, and the anomaly metrics.
+
+Two modes, chosen from the data (and logged):
+
+- ``real``: the dataset's validation split (``<root>/val/{healthy,diseased}`` or a datalist's ``validation``)
+  holds healthy and diseased images; metrics on them, pixel Dice where ground-truth masks exist.
+- ``synthetic``: no diseased validation images. A held-out part of the healthy training images is used twice:
+  as healthy images (label 0) and with one ART-ASyn anomaly each (label 1, mask = the synthetic mask). Every
+  anomaly is drawn with its own fixed seed, so the validation set is identical at every validation and across
+  runs and resumes.
+
+Metrics (ignite, on the evaluator): image AUROC (key metric) and AP of the image score (mean error by
+default), and the mean per-image pixel Dice of the inference mask rule over images with masks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.metrics import Metric
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type
+
+__all__ = [
+    "training_split",
+    "LoadMaskd",
+    "SeededTextureAnomalyd",
+    "ValidationItemsd",
+    "prepare_validation_batch",
+    "ImageAUROC",
+    "ImageAP",
+    "PixelDice",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _label(entry: Mapping[str, Any]) -> int | None:
+    value = entry.get("label")
+    if isinstance(value, (bool, int, np.integer)) or (isinstance(value, float) and value in (0.0, 1.0)):
+        return int(value)
+    return None  # e.g. MONAI Label's segmentation label file
+
+
+def training_split(
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    min_val: int = 2,
+) -> dict[str, Any]:
+    """Build the training and validation lists from a dataset folder, datalist JSON or CSV.
+
+    Args:
+        dataset_dir: anything :func:`bundle.data.build_datalist` accepts.
+        val_fraction: fraction of the healthy training images held out for synthetic validation (used only
+            when the dataset has no diseased validation images).
+        seed: seed of the held-out split and of the synthetic validation anomalies.
+        min_val: minimum number of held-out images in synthetic mode.
+
+    Returns:
+        ``{"training": [...], "validation": [...], "mode": "real" | "synthetic"}``; validation entries carry
+        ``image``, ``label`` and, where known, ``mask`` (a path) or ``synthetic_seed``.
+
+    Raises:
+        ValueError / FileNotFoundError: missing ``dataset_dir``, or no training images.
+    """
+    from bundle.data import build_datalist, split_train_val
+
+    if dataset_dir is None or not str(dataset_dir).strip():
+        raise ValueError("dataset_dir is not set: pass --dataset_dir <folder | datalist.json | list.csv>.")
+    if not os.path.exists(dataset_dir):
+        raise FileNotFoundError(f"dataset_dir does not exist: {dataset_dir}")
+    datalist = build_datalist(dataset_dir)
+    training = list(datalist.get("training") or [])
+    if not training:
+        raise ValueError(f"no training images found in {dataset_dir} (expected e.g. <dataset_dir>/train/healthy/*).")
+    validation = list(datalist.get("validation") or [])
+    labels = [_label(e) for e in validation]
+    if 0 in labels and 1 in labels:
+        val = [dict(e, label=_label(e)) for e in validation]
+        with_masks = sum(1 for e in val if e["label"] == 1 and e.get("mask"))
+        logger.info(
+            "validation: the dataset's own validation split (%d healthy, %d diseased, %d with masks).",
+            labels.count(0), labels.count(1), with_masks,
+        )
+        return {"training": training, "validation": val, "mode": "real"}
+
+    n_val = max(min_val, int(math.ceil(val_fraction * len(training))))
+    if n_val >= len(training):
+        raise ValueError(
+            f"only {len(training)} training image(s) in {dataset_dir}: too few to hold out {n_val} for validation "
+            "(add images or a val/ folder with healthy and diseased images)."
+        )
+    train_part, held_out = split_train_val(training, val_fraction=n_val / len(training), seed=seed)
+    val: list[dict[str, Any]] = []
+    for i, entry in enumerate(held_out):
+        val.append({"image": entry["image"], "label": 0})
+        val.append({"image": entry["image"], "label": 1, "synthetic_seed": int(seed) * 100003 + i})
+    logger.info(
+        "validation: no diseased validation images in the dataset; using %d held-out healthy training images "
+        "and the same images with one fixed, seeded synthetic anomaly each (%d training images remain).",
+        len(held_out), len(train_part),
+    )
+    return {"training": train_part, "validation": val, "mode": "synthetic"}
+
+
+class LoadMaskd(MapTransform):
+    """Load ground-truth masks (any format :func:`bundle.io.read_labels` reads) as (1, H, W) float32 0/1.
+
+    Entries without the key (healthy images) are left alone; use :class:`ValidationItemsd` afterwards.
+    """
+
+    def __init__(self, keys: KeysCollection = "mask", allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from bundle.io import read_labels
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, os.PathLike)):
+                d[key] = torch.as_tensor((np.asarray(read_labels(d[key])) > 0)[None].astype(np.float32))
+        return d
+
+
+class SeededTextureAnomalyd(MapTransform):
+    """Deterministic ART-ASyn anomaly for entries that carry a seed (the synthetic validation set).
+
+    Entries with ``seed_key`` get one anomaly drawn with ``RandTextureAnomaly(prob=1)`` seeded by that value;
+    the anomalous image replaces ``image`` and the synthetic mask is written to ``mask_key``. Entries without a
+    seed pass unchanged. Not a random transform: the same entry always gives the same result (so it can be cached).
+
+    Args:
+        keys: image key.
+        lung_key: lung label map key (same size as the image).
+        seed_key: per-entry seed key.
+        mask_key: output mask key.
+        synthesis_args: extra arguments of :class:`bundle.synthesis.RandTextureAnomaly`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        lung_key: str = "lung",
+        seed_key: str = "synthetic_seed",
+        mask_key: str = "mask",
+        synthesis_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys=False)
+        from bundle.synthesis import RandTextureAnomaly
+
+        self.synth = RandTextureAnomaly(prob=1.0, **dict(synthesis_args or {}))
+        self.lung_key, self.seed_key, self.mask_key = lung_key, seed_key, mask_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if d.get(self.seed_key) is None:
+            return d
+        self.synth.set_random_state(seed=int(d[self.seed_key]) % (2**32))
+        for key in self.key_iterator(d):
+            d[key], d[self.mask_key] = self.synth(d[key], d[self.lung_key])
+        return d
+
+
+class ValidationItemsd(MapTransform):
+    """Give every validation entry the same keys so that they collate: ``label`` (0/1), ``mask``, ``has_mask``.
+
+    ``mask`` becomes an all-zero (1, H, W) map where none exists; ``has_mask`` is 1 only for diseased entries
+    with a real (or synthetic) mask, so pixel Dice is computed on those alone.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", mask_key: str = "mask", label_key: str = "label") -> None:
+        super().__init__(keys)
+        self.mask_key, self.label_key = mask_key, label_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = d[self.first_key(d)]
+        label = _label(d)
+        has_mask = self.mask_key in d and isinstance(d[self.mask_key], (torch.Tensor, np.ndarray))
+        if has_mask and tuple(d[self.mask_key].shape[-2:]) != tuple(image.shape[-2:]):
+            raise ValueError(f"mask {tuple(d[self.mask_key].shape)} does not match image {tuple(image.shape)}.")
+        mask = d[self.mask_key] if has_mask else torch.zeros(image.shape)
+        d[self.mask_key] = convert_to_dst_type((mask > 0), image, dtype=torch.float32)[0]
+        d[self.label_key] = torch.tensor(-1 if label is None else label)
+        d["has_mask"] = torch.tensor(int(has_mask and label == 1))
+        return d
+
+
+def prepare_validation_batch(
+    batchdata: Mapping[str, Any], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``prepare_batch`` for the evaluator: input image, and the label/mask/has_mask dict as "targets"."""
+
+    def _to(x: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+        return x.to(device=device, dtype=dtype, non_blocking=non_blocking)
+
+    targets = {
+        "label": _to(batchdata["label"], torch.long),
+        "mask": _to(batchdata["mask"], torch.float32),
+        "has_mask": _to(batchdata["has_mask"], torch.long),
+    }
+    return _to(batchdata["image"], torch.float32), targets
+
+
+class _ReconstructionMetric(Metric):
+    """Accumulates image scores, labels and per-image Dice from evaluator outputs ``{image, pred, label}``.
+
+    ``pred`` is the reconstruction (clamped to [0, 1] here, as in inference), ``label`` the dict made by
+    :func:`prepare_validation_batch`. Scores and masks use :mod:`bundle.postprocess` (per-image rules).
+    """
+
+    required_output_keys = ("image", "pred", "label")
+    uses_scores = True  # which statistics this metric needs (each metric accumulates only those)
+    uses_dice = False
+
+    def __init__(self, score_rule: str = "mean", output_transform: Any = lambda x: x, device: Any = "cpu") -> None:
+        self.score_rule = score_rule
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self.scores: list[float] = []
+        self.labels: list[int] = []
+        self.dices: list[float] = []
+
+    def update(self, output: Sequence[Any]) -> None:
+        from bundle.metrics import dice
+        from bundle.postprocess import anomaly_mask, error_map, image_score
+
+        image, pred, targets = output
+        image = image.detach().float().cpu()
+        recon = pred.detach().float().cpu().clamp(0, 1)
+        for i in range(image.shape[0]):
+            label = int(targets["label"][i])
+            if label < 0:
+                continue
+            if self.uses_scores:
+                self.scores.append(image_score(error_map(image[i], recon[i]), rule=self.score_rule))
+                self.labels.append(label)
+            if self.uses_dice and int(targets["has_mask"][i]):
+                self.dices.append(dice(anomaly_mask(image[i], recon[i]), targets["mask"][i].cpu()))
+
+    def compute(self) -> float:
+        raise NotImplementedError
+
+
+class ImageAUROC(_ReconstructionMetric):
+    """Image-level AUROC of the anomaly score (NaN when only one class is present)."""
+
+    def compute(self) -> float:
+        from bundle.metrics import image_auroc
+
+        value = image_auroc(self.scores, self.labels) if self.scores else None
+        return float("nan") if value is None else float(value)
+
+
+class ImageAP(_ReconstructionMetric):
+    """Image-level average precision of the anomaly score (NaN when only one class is present)."""
+
+    def compute(self) -> float:
+        from bundle.metrics import image_ap
+
+        value = image_ap(self.scores, self.labels) if self.scores else None
+        return float("nan") if value is None else float(value)
+
+
+class PixelDice(_ReconstructionMetric):
+    """Mean per-image Dice of the per-image inference mask over images with masks (NaN when there are none)."""
+
+    uses_scores, uses_dice = False, True
+
+    def compute(self) -> float:
+        return float(np.mean(self.dices)) if self.dices else float("nan")
