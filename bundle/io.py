@@ -143,7 +143,7 @@ def _pil_to_unit(path: str | os.PathLike, img) -> tuple[np.ndarray, str]:
         return arr.astype(np.float32), "binary"
     if mode == "L":
         return (arr.astype(np.float32) / 255.0), "value/255"
-    if mode.startswith("I;16") or (mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535):
+    if mode.startswith("I") and arr.size and arr.min() >= 0 and arr.max() <= 65535:  # 16-bit grayscale
         return (arr.astype(np.float64) / 65535.0).astype(np.float32), "value/65535"
     if mode == "F" and arr.size and np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1:
         return arr.astype(np.float32), "unit"
