@@ -154,6 +154,8 @@ class FailureLog:
         self.path = str(path)
 
     def record(self, file: str, reason: str) -> None:
+        prefix = f"{file}: "
+        reason = reason[len(prefix):] if reason.startswith(prefix) else reason  # the file has its own column
         logger.warning(f"skipped {file}: {reason}")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"file": str(file), "reason": reason}) + "\n"
@@ -187,9 +189,6 @@ class SkipFailuresDataset(IterableDataset):
 
     def __init__(self, data: Sequence[dict], transform: Any, failures: FailureLog, image_key: str = "image") -> None:
         self.data, self.transform, self.failures, self.image_key = list(data), transform, failures, image_key
-
-    def __len__(self) -> int:  # number of inputs (skipped ones included); informative only
-        return len(self.data)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
