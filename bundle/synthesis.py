@@ -1,0 +1,554 @@
+"""ART-ASyn texture anomaly synthesis: lung-constrained, opacity-like anomalies with exact masks.
+
+The published pipeline (ALGORITHM.md section 2), vectorised and size-independent:
+
+1. brush: a streaky grey texture (procedural by default, see :mod:`bundle.brush`) painted in the
+   colour of the image's 85th intensity percentile;
+2. strokes: per lung a stroke count from {0, 1, 2, 3, 4, 10, ..., 14} (P(0) = 0.2, never zero in
+   every lung), each a quadratic Bezier curve between two random lung points with a jittered
+   control point;
+3. stamps along each curve in two brush sizes, jittered in width, rotation, opacity and flow,
+   composited 'over' (exactly, order-free, in log space) into the anomaly layer A;
+4. effects: B = blur(A), C = crystallize(A) (Voronoi cell means), D = blur(C), composited over A
+   in the order B, C, D, C, B with their alpha scales;
+5. anatomy: alpha x soft lung mask (dilated, blurred) x rib factor (0.5 I + 0.5), x1.5, clipped;
+6. blend over the image, then the pixel-wise maximum with the image (opacities only brighten);
+7. mask = alpha > 80/255.
+
+Every length is given at the 256 px reference size and scaled by ``sqrt(H * W) / 256``.
+Improvements over the published code: ~30x faster (no per-stamp resampling, no Python loop over
+Voronoi cells), never loops forever (no lung gives no anomaly, reported in the info), sizes scale
+with the image, and an empty mask is redrawn a bounded number of times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable, Transform
+from monai.utils import convert_data_type, convert_to_dst_type
+from scipy import ndimage as ndi
+
+from bundle.brush import BRUSH_SHAPE, load_brush, procedural_brush, stamp_bank
+
+__all__ = [
+    "TextureAnomalyParams",
+    "synthesize_texture_anomaly",
+    "soft_lung_mask",
+    "lung_margin",
+    "RandTextureAnomaly",
+    "RandTextureAnomalyd",
+]
+
+
+@dataclass(frozen=True)
+class TextureAnomalyParams:
+    """Parameters of the texture anomaly synthesis; defaults are the published values.
+
+    Lengths are in pixels of a ``reference_size`` x ``reference_size`` image and scale with the image.
+
+    Args:
+        reference_size: image size the pixel lengths refer to.
+        grey_percentile: brush colour = this intensity percentile of the image.
+        stroke_counts: stroke counts drawn per lung (uniformly among the non-zero ones).
+        zero_stroke_prob: probability of 0 strokes in a lung (when 0 is in ``stroke_counts``).
+        control_offset: Bezier control point = chord midpoint + uniform offset in +-this, per axis.
+        curve_samples: points sampled along each curve (stamps sit at random samples).
+        brush_widths: base stamp widths, one layer per width and stroke.
+        brush_aspect: stamp height / width (the published texture is 110 x 170 px).
+        stamp_spacing: stamp spacing as a fraction of the brush width (stamps = curve length / spacing).
+        min_width_fraction: per-stamp width drawn uniformly in [fraction * width, width).
+        opacity_range, flow_range: per-stamp alpha = uniform(opacity_range) * uniform(flow_range).
+        layer_alpha: alpha scale of the painted stroke layer.
+        blur_radius: Gaussian sigma of layer B = blur(A).
+        crystal_seeds: number of Voronoi seeds of the crystallize effect (C).
+        crystal_blur_radius: Gaussian sigma of layer D = blur(C).
+        blur_alpha, crystal_alpha, crystal_blur_alpha: alpha scales of layers B, C, D.
+        composite_order: layers composited over A, in order (letters B, C, D).
+        lung_dilation: side of the square dilating the lung mask.
+        lung_blur: side of the Gaussian kernel blurring the dilated lung mask (sigma as OpenCV derives it).
+        rib_weight: rib factor = rib_weight * I + (1 - rib_weight).
+        alpha_gain: final alpha gain before clipping to [0, 1].
+        mask_threshold: mask = final alpha > this.
+        width_steps, angle_steps: quantisation of stamp width and rotation (pre-rendered stamps).
+    """
+
+    reference_size: int = 256
+    grey_percentile: float = 85.0
+    stroke_counts: tuple[int, ...] = (0, 1, 2, 3, 4, 10, 11, 12, 13, 14)
+    zero_stroke_prob: float = 0.2
+    control_offset: float = 30.0
+    curve_samples: int = 100
+    brush_widths: tuple[float, ...] = (80.0, 50.0)
+    brush_aspect: float = BRUSH_SHAPE[0] / BRUSH_SHAPE[1]
+    stamp_spacing: float = 0.05
+    min_width_fraction: float = 0.3
+    opacity_range: tuple[float, float] = (0.07, 0.3)
+    flow_range: tuple[float, float] = (0.67, 1.0)
+    layer_alpha: float = 0.95
+    blur_radius: float = 8.0
+    crystal_seeds: int = 500
+    crystal_blur_radius: float = 3.0
+    blur_alpha: float = 0.4
+    crystal_alpha: float = 0.5
+    crystal_blur_alpha: float = 0.5
+    composite_order: str = "BCDCB"
+    lung_dilation: int = 7
+    lung_blur: int = 31
+    rib_weight: float = 0.5
+    alpha_gain: float = 1.5
+    mask_threshold: float = 80.0 / 255.0
+    width_steps: int = 8
+    angle_steps: int = 36
+
+    def __post_init__(self) -> None:
+        counts = np.asarray(self.stroke_counts)
+        if counts.size == 0 or (counts < 0).any() or not (counts > 0).any():
+            raise ValueError(f"stroke_counts needs at least one positive count and no negative ones, got {self.stroke_counts}")
+        if not 0.0 <= self.zero_stroke_prob < 1.0:
+            raise ValueError(f"zero_stroke_prob must be in [0, 1), got {self.zero_stroke_prob}")
+        if not 0.0 < self.min_width_fraction <= 1.0 or self.stamp_spacing <= 0:
+            raise ValueError("min_width_fraction must be in (0, 1] and stamp_spacing > 0")
+        if set(self.composite_order) - set("BCD"):
+            raise ValueError(f"composite_order may only contain B, C, D, got {self.composite_order!r}")
+        if self.curve_samples < 2 or self.crystal_seeds < 1 or self.width_steps < 1 or self.angle_steps < 1:
+            raise ValueError("curve_samples >= 2, crystal_seeds >= 1, width_steps >= 1 and angle_steps >= 1 are required")
+
+
+def _scale(shape: Sequence[int], params: TextureAnomalyParams) -> float:
+    return float(np.sqrt(shape[0] * shape[1])) / params.reference_size
+
+
+def _lung_filter_sizes(shape: Sequence[int], params: TextureAnomalyParams) -> tuple[int, float, int]:
+    """Dilation half-width, blur sigma and blur radius (px) of the soft lung mask at this image size."""
+    s = _scale(shape, params)
+    half = int(round((params.lung_dilation - 1) / 2 * s))
+    ksize = params.lung_blur * s
+    sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8  # OpenCV's sigma for a kernel of this size
+    radius = int(round((ksize - 1) / 2))
+    return half, max(sigma, 1e-3), max(radius, 0)
+
+
+def lung_margin(shape: Sequence[int], params: TextureAnomalyParams | None = None) -> int:
+    """How far (px, chessboard distance) outside the lungs an anomaly can reach: dilation plus blur radius."""
+    half, _, radius = _lung_filter_sizes(shape, params or TextureAnomalyParams())
+    return half + radius
+
+
+def soft_lung_mask(lung: np.ndarray, params: TextureAnomalyParams | None = None) -> np.ndarray:
+    """Lung mask dilated with a square and blurred with a truncated Gaussian, in [0, 1].
+
+    Args:
+        lung: (H, W) label map, any value > 0 is lung.
+        params: synthesis parameters (``lung_dilation``, ``lung_blur``).
+
+    Returns:
+        (H, W) float32; zero beyond :func:`lung_margin` px (chessboard distance) of the lungs.
+    """
+    params = params or TextureAnomalyParams()
+    half, sigma, radius = _lung_filter_sizes(lung.shape, params)
+    m = (lung > 0).astype(np.float32)
+    if half > 0:
+        m = _box_max(m, half)
+    if radius > 0:
+        # the blur runs at reduced resolution; clamping to the truncated kernel's reach keeps the support exact
+        m = _smooth(m, sigma) * _box_max(m, radius)
+    return m
+
+
+def _box_max(x: np.ndarray, half: int) -> np.ndarray:
+    """Maximum over a (2 half + 1) square (a dilation for masks), linear time in the pixels."""
+    return ndi.maximum_filter1d(ndi.maximum_filter1d(x, 2 * half + 1, axis=0, mode="constant"), 2 * half + 1, axis=1, mode="constant")
+
+
+def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur (sigma in px, zero outside), at reduced resolution when sigma is large.
+
+    For sigma >= 4 px the image is block-averaged by ``f = sigma // 2``, blurred with the remaining
+    sigma and bilinearly upsampled: a few tenths of a millisecond instead of a few milliseconds.
+    """
+    if sigma < 0.3:
+        return x
+    f = int(sigma // 2)
+    if f <= 1:
+        return ndi.gaussian_filter(x, sigma, truncate=3.0, mode="constant")
+    h, w = x.shape
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    small = np.pad(x, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).mean((1, 3))
+    rest = np.sqrt(max(sigma**2 - (f * f - 1) / 12.0, 0.25)) / f
+    small = ndi.gaussian_filter(small, rest, truncate=3.0, mode="constant")
+    return _upsample(small, f, (h, w))
+
+
+def _upsample(small: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling by an integer factor (pixel centres aligned, edges clamped), cropped to ``shape``."""
+    out = small
+    for axis, n in enumerate(shape):
+        pos = np.clip((np.arange(n) + 0.5) / f - 0.5, 0, small.shape[axis] - 1)
+        lo = np.minimum(pos.astype(np.int64), small.shape[axis] - 2) if small.shape[axis] > 1 else np.zeros(n, np.int64)
+        t = (pos - lo).astype(np.float32)
+        hi = np.minimum(lo + 1, small.shape[axis] - 1)
+        t = t[:, None] if axis == 0 else t[None, :]
+        a, b = np.take(out, lo, axis=axis), np.take(out, hi, axis=axis)
+        out = a + (b - a) * t
+    return out
+
+
+def _crystallize(a: np.ndarray, n_seeds: int, factor: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Voronoi 'crystallize': every pixel takes the mean of ``a`` over its cell.
+
+    Cells of ``n_seeds`` random seeds are found on a grid ``factor`` times coarser (nearest seed by
+    a Euclidean feature transform, no loop over cells); the means are exact full-resolution means.
+
+    Returns:
+        (crystallized (H, W), the same on the coarse grid) as float32.
+    """
+    h, w = a.shape
+    hs, ws = -(-h // factor), -(-w // factor)
+    seeds = rng.randint(0, hs * ws, size=n_seeds)
+    owner = np.full(hs * ws, -1, np.int64)
+    owner[seeds] = np.arange(n_seeds)
+    iy, ix = ndi.distance_transform_edt((owner < 0).reshape(hs, ws), return_distances=False, return_indices=True)
+    cells_small = owner.reshape(hs, ws)[iy, ix]
+    cells = cells_small if factor == 1 else cells_small.repeat(factor, 0).repeat(factor, 1)[:h, :w]
+    cells = cells.ravel()
+    means = (np.bincount(cells, weights=a.ravel(), minlength=n_seeds) / np.maximum(np.bincount(cells, minlength=n_seeds), 1)).astype(np.float32)
+    return means[cells].reshape(h, w), means[cells_small]
+
+
+def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
+    """Per-lung stroke counts, never all zero (bounded redraws, then one lung forced non-zero)."""
+    choices = np.asarray(params.stroke_counts)
+    positive = choices[choices > 0]
+    has_zero = (choices == 0).any()
+
+    def draw(k: int) -> np.ndarray:
+        zero = rng.rand(k) < params.zero_stroke_prob if has_zero else np.zeros(k, bool)
+        return np.where(zero, 0, positive[rng.randint(0, positive.size, size=k)])
+
+    for _ in range(16):
+        counts = draw(n_lungs)
+        if counts.any():
+            return counts
+    counts[rng.randint(n_lungs)] = positive[rng.randint(positive.size)]
+    return counts
+
+
+class _Brush:
+    """A texture and the key its stamp banks are cached under."""
+
+    def __init__(self, brush: str | np.ndarray | None, brush_seed: int) -> None:
+        if brush is None:
+            self.texture, self.key = procedural_brush(BRUSH_SHAPE, seed=brush_seed), ("procedural", brush_seed)
+        elif isinstance(brush, np.ndarray):
+            tex = np.asarray(brush, np.float32)
+            if tex.ndim != 2 or not tex.max() > 0:
+                raise ValueError(f"brush array must be a non-black 2D texture, got shape {tex.shape}")
+            self.texture, self.key = tex / tex.max(), ("array", id(brush))
+        else:
+            self.texture, self.key = load_brush(brush), ("file", str(brush))
+
+
+_DEFAULT_BRUSH: dict[int, _Brush] = {}
+
+
+def _default_brush(seed: int = 0) -> _Brush:
+    if seed not in _DEFAULT_BRUSH:
+        _DEFAULT_BRUSH[seed] = _Brush(None, seed)
+    return _DEFAULT_BRUSH[seed]
+
+
+def _paint_strokes(
+    lung: np.ndarray, labels: np.ndarray, params: TextureAnomalyParams, brush: _Brush, rng: np.random.RandomState
+) -> tuple[np.ndarray, int]:
+    """Layer A: Bezier strokes of jittered stamps between random lung points. Returns (alpha, strokes)."""
+    h, w = lung.shape
+    s = _scale((h, w), params)
+    counts = _draw_stroke_counts(len(labels), params, rng)
+    flat = lung.ravel()
+    ends = []
+    for label, n in zip(labels, counts):
+        if n:
+            where = np.flatnonzero(flat == label)
+            ends.append(where[rng.randint(0, where.size, size=(n, 2))])
+    ends = np.concatenate(ends)
+    p0 = np.stack(np.divmod(ends[:, 0], w), -1).astype(np.float64)
+    p2 = np.stack(np.divmod(ends[:, 1], w), -1).astype(np.float64)
+    off = params.control_offset * s
+    p1 = (p0 + p2) / 2 + rng.uniform(-off, off, size=p0.shape)
+    t = np.linspace(0.0, 1.0, params.curve_samples)[None, :, None]
+    curves = (1 - t) ** 2 * p0[:, None] + 2 * (1 - t) * t * p1[:, None] + t**2 * p2[:, None]  # (n, samples, 2)
+    lengths = np.linalg.norm(np.diff(curves, axis=1), axis=-1).sum(1)
+
+    widths = tuple(bw * s for bw in params.brush_widths)
+    lo = params.min_width_fraction
+    bins = (lo + (1 - lo) * (np.arange(params.width_steps) + 0.5) / params.width_steps) if lo < 1 else np.ones(1)
+    bank = stamp_bank(brush.texture, brush.key + (params.brush_aspect,), widths, tuple(bins), params.angle_steps, (h, w))
+    rows, cols, variants, alphas = [], [], [], []
+    for b, width in enumerate(widths):
+        per_stroke = np.maximum(1, (lengths / (params.stamp_spacing * width)).astype(np.int64))
+        n = int(per_stroke.sum())
+        stroke = np.repeat(np.arange(len(curves)), per_stroke)
+        pts = curves[stroke, rng.randint(0, params.curve_samples, size=n)]
+        frac = rng.uniform(lo, 1.0, size=n)
+        angle = rng.uniform(0.0, 360.0, size=n)
+        alpha = rng.uniform(*params.opacity_range, size=n) * rng.uniform(*params.flow_range, size=n)
+        rows.append(np.clip(np.rint(pts[:, 0]), 0, h - 1).astype(np.int64))
+        cols.append(np.clip(np.rint(pts[:, 1]), 0, w - 1).astype(np.int64))
+        scale_bin = np.minimum(((frac - lo) / max(1 - lo, 1e-9) * len(bins)).astype(np.int64), len(bins) - 1)
+        angle_bin = np.rint(angle / 360.0 * params.angle_steps).astype(np.int64) % params.angle_steps
+        variants.append(bank.variant(np.full(n, b), scale_bin, angle_bin))
+        alphas.append(alpha)
+    a = bank.paint(np.concatenate(rows), np.concatenate(cols), np.concatenate(variants), np.concatenate(alphas))
+    return a * np.float32(params.layer_alpha), int(counts.sum())
+
+
+def _effects(a: np.ndarray, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
+    """Composite B, C, D over A (one colour, so 'over' multiplies the uncovered fractions)."""
+    s = _scale(a.shape, params)
+    layers: dict[str, np.ndarray] = {}
+    order = params.composite_order
+    if "B" in order:
+        layers["B"] = _smooth(a, params.blur_radius * s) * np.float32(params.blur_alpha)
+    if "C" in order or "D" in order:
+        # Voronoi cells are ~11 px wide at 256 px: labelling them on a 2x coarser grid is invisible after D's blur
+        factor = max(1, int(round(2 * s)))
+        c, c_small = _crystallize(a, params.crystal_seeds, factor, rng)
+        layers["C"] = c * np.float32(params.crystal_alpha)
+        sigma = params.crystal_blur_radius * s / factor
+        d_small = ndi.gaussian_filter(c_small, sigma, truncate=3.0, mode="nearest") if sigma > 0.3 else c_small
+        layers["D"] = (_upsample(d_small, factor, a.shape) if factor > 1 else d_small) * np.float32(params.crystal_blur_alpha)
+    uncovered = 1.0 - a
+    for name in order:
+        uncovered *= 1.0 - layers[name]
+    return 1.0 - uncovered
+
+
+def synthesize_texture_anomaly(
+    image: np.ndarray,
+    lung: np.ndarray,
+    rng: np.random.RandomState,
+    params: TextureAnomalyParams | None = None,
+    brush: _Brush | None = None,
+    max_attempts: int = 4,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Paint one texture anomaly into the lungs of an image.
+
+    Args:
+        image: (H, W) float image in [0, 1], bright bone.
+        lung: (H, W) integer lung label map (0 background; every positive label is one lung).
+        rng: the random generator all draws come from.
+        params: synthesis parameters (published defaults when None).
+        brush: brush texture (the procedural default when None).
+        max_attempts: redraws when the mask comes out empty (e.g. one very short faint stroke).
+
+    Returns:
+        ``(anomalous, mask, info)``: (H, W) float32 image (never darker than ``image``), (H, W) uint8
+        0/1 mask, and a dict with ``anomaly`` (bool), ``area`` (mask fraction of the image),
+        ``lung_fraction`` (mask fraction of the lungs), ``strokes`` and ``reason``.
+    """
+    params = params or TextureAnomalyParams()
+    brush = brush or _default_brush()
+    image = np.asarray(image, np.float32)
+    lung = np.asarray(lung)
+    if image.ndim != 2 or lung.shape != image.shape:
+        raise ValueError(f"need (H, W) image and lung map of the same shape, got {image.shape} and {lung.shape}")
+    info = _NO_ANOMALY("")
+    lung_i = lung.astype(np.int64, copy=False)
+    sizes = np.bincount(np.clip(lung_i, 0, None).ravel())
+    labels = np.flatnonzero(sizes)
+    labels = labels[labels > 0]
+    if labels.size == 0:
+        info["reason"] = "no lung"
+        return image.copy(), np.zeros(image.shape, np.uint8), info
+
+    sub = max(1, int(np.sqrt(image.size / 16384)))  # the percentile of ~16k evenly spread pixels
+    grey = np.float32(np.percentile(image[::sub, ::sub], params.grey_percentile))
+    soft = soft_lung_mask(lung_i, params)
+    weight = soft * (params.rib_weight * image + (1.0 - params.rib_weight)) * np.float32(params.alpha_gain)
+    for attempt in range(1, max(1, max_attempts) + 1):
+        a, strokes = _paint_strokes(lung_i, labels, params, brush, rng)
+        alpha = np.clip(_effects(a, params, rng) * weight, 0.0, 1.0)
+        mask = (alpha > params.mask_threshold).astype(np.uint8)
+        if mask.any():
+            break
+    out = np.maximum(image + alpha * (grey - image), image)
+    area = int(mask.sum())
+    info.update(
+        anomaly=area > 0,
+        area=area / mask.size,
+        lung_fraction=area / int(sizes[labels].sum()),
+        strokes=strokes,
+        attempts=attempt,
+        reason="" if area else "empty mask",
+    )
+    return out.astype(np.float32), mask, info
+
+
+class RandTextureAnomaly(Randomizable, Transform):
+    """Randomly paint an ART-ASyn texture anomaly (lung-opacity-like) into the lungs.
+
+    With probability ``prob`` an anomaly is drawn (see :func:`synthesize_texture_anomaly`); otherwise,
+    or when the lung map is empty, the image comes back unchanged with an empty mask. All draws come
+    from ``self.R``, so ``set_random_state`` makes it reproducible.
+
+    Args:
+        prob: probability of drawing an anomaly.
+        brush: None for the procedural brush, a texture file path, or a (h, w) texture array.
+        brush_seed: seed of the procedural brush texture.
+        max_attempts: redraws when an anomaly's mask comes out empty.
+        params: any field of :class:`TextureAnomalyParams` (published defaults).
+
+    Call with ``img`` (1, H, W) in [0, 1] (numpy, torch or MetaTensor) and ``lung`` (1, H, W) or (H, W)
+    label map; returns ``(anomalous, mask)`` of the image's type, both (1, H, W) float32, mask 0/1.
+    """
+
+    def __init__(
+        self, prob: float = 1.0, brush: str | np.ndarray | None = None, brush_seed: int = 0, max_attempts: int = 4, **params: Any
+    ) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        known = {f.name for f in fields(TextureAnomalyParams)}
+        unknown = set(params) - known
+        if unknown:
+            raise TypeError(f"unknown RandTextureAnomaly parameters {sorted(unknown)}; known: {sorted(known)}")
+        self.prob = prob
+        self.params = TextureAnomalyParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+        self.brush = _default_brush(brush_seed) if brush is None else _Brush(brush, brush_seed)
+        self.max_attempts = max_attempts
+        self._do_transform = False
+
+    def randomize(self, data: Any = None) -> None:
+        self._do_transform = self.R.rand() < self.prob
+
+    def __call__(self, img: Any, lung: Any, randomize: bool = True, return_info: bool = False):
+        """Returns ``(anomalous, mask)``, or ``(anomalous, mask, info)`` with ``return_info``."""
+        image, *_ = convert_data_type(img, np.ndarray, dtype=np.float32)
+        lung_np, *_ = convert_data_type(lung, np.ndarray)
+        if image.ndim != 3 or image.shape[0] != 1:
+            raise ValueError(f"RandTextureAnomaly expects a (1, H, W) image, got shape {tuple(image.shape)}")
+        lung_np = lung_np.reshape(lung_np.shape[-2:]) if lung_np.ndim == 3 and lung_np.shape[0] == 1 else lung_np
+        if lung_np.shape != image.shape[1:]:
+            raise ValueError(f"lung map shape {tuple(lung_np.shape)} does not match image shape {tuple(image.shape)}")
+        if randomize:
+            self.randomize()
+        if self._do_transform:
+            out, mask, info = synthesize_texture_anomaly(image[0], lung_np, self.R, self.params, self.brush, self.max_attempts)
+        else:
+            out, mask = image[0], np.zeros(image.shape[1:], np.uint8)
+            info = _NO_ANOMALY("not drawn (prob)")
+        out_t = convert_to_dst_type(out[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        mask_t = convert_to_dst_type(mask[None].astype(np.float32), img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+        return (out_t, mask_t, info) if return_info else (out_t, mask_t)
+
+
+class RandTextureAnomalyd(Randomizable, MapTransform):
+    """Dictionary form of :class:`RandTextureAnomaly`, optionally making several variants per image.
+
+    Reads ``keys`` (the image, (1, H, W) in [0, 1]) and ``lung_key`` (label map); writes the anomalous
+    image to the image key, the healthy image to ``target_key``, the 0/1 mask to ``mask_key`` and a
+    plain dict to ``meta_key``: ``anomaly`` (bool), ``area`` (mask fraction of the image),
+    ``lung_fraction`` (mask area / lung area), ``strokes`` (int). All values are plain Python
+    numbers, so default collation works.
+
+    Args:
+        keys: the image key (exactly one).
+        lung_key: key of the (1, H, W) lung label map (kept in the output).
+        target_key: where the healthy image goes.
+        mask_key: where the anomaly mask goes ((1, H, W) float32 0/1, the image's array type).
+        meta_key: where the per-sample synthesis record goes (None: not written).
+        prob: probability that a variant gets an anomaly (otherwise it is a healthy copy).
+        num_variants: anomalous variants per input, an int or an inclusive (low, high) range drawn
+            per input from ``self.R``.
+        include_healthy: also return the unchanged image (empty mask) as the first sample.
+        allow_missing_keys: skip silently when the image key is missing.
+        kwargs: :class:`RandTextureAnomaly` arguments (``brush``, ``brush_seed``, ``max_attempts`` and
+            any :class:`TextureAnomalyParams` field).
+
+    Returns:
+        One dict when ``num_variants == 1`` and not ``include_healthy``; otherwise a list of dicts
+        (healthy copy first), which ``monai.data.list_data_collate`` flattens into the batch.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        lung_key: str = "lung",
+        target_key: str = "target",
+        mask_key: str = "anomaly_mask",
+        meta_key: str | None = "anomaly_meta",
+        prob: float = 1.0,
+        num_variants: int | Sequence[int] = 1,
+        include_healthy: bool = False,
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"RandTextureAnomalyd paints one image key, got {self.keys}")
+        if isinstance(num_variants, (int, np.integer)):
+            low = high = int(num_variants)
+        else:
+            low, high = (int(v) for v in num_variants)
+        if low < 0 or high < low or (high == 0 and not include_healthy):
+            raise ValueError(f"num_variants must be an int >= 0 or a (low, high) range, with at least one sample; got {num_variants}")
+        self.lung_key, self.target_key, self.mask_key, self.meta_key = lung_key, target_key, mask_key, meta_key
+        self.num_variants = (low, high)
+        self.include_healthy = include_healthy
+        self.synth = RandTextureAnomaly(prob=prob, **kwargs)
+        self._count = low
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> "RandTextureAnomalyd":
+        super().set_random_state(seed, state)
+        self.synth.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        low, high = self.num_variants
+        self._count = low if low == high else int(self.R.randint(low, high + 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict | list[dict]:
+        self.randomize()
+        key = self.keys[0]
+        single = self.num_variants == (1, 1) and not self.include_healthy
+        if key not in data:
+            if self.allow_missing_keys:
+                return dict(data) if single else [dict(data)]
+            raise KeyError(f"RandTextureAnomalyd: key {key!r} not in the data (keys: {list(data)})")
+        if self.lung_key not in data:
+            raise KeyError(f"RandTextureAnomalyd: lung map key {self.lung_key!r} not in the data (keys: {list(data)})")
+        image, lung = data[key], data[self.lung_key]
+        samples = []
+        if self.include_healthy:
+            samples.append(self._sample(data, key, _copy(image), _zeros_like(image), _NO_ANOMALY("healthy copy")))
+        for _ in range(self._count):
+            out, mask, info = self.synth(image, lung, return_info=True)
+            samples.append(self._sample(data, key, out, mask, info))
+        return samples[0] if single else samples
+
+    def _sample(self, data: Mapping, key: Hashable, image: Any, mask: Any, info: dict) -> dict:
+        d = dict(data)
+        d[self.target_key] = _copy(data[key])
+        d[key] = image
+        d[self.mask_key] = mask
+        if self.meta_key is not None:
+            d[self.meta_key] = {k: info[k] for k in ("anomaly", "area", "lung_fraction", "strokes")}
+        return d
+
+
+def _NO_ANOMALY(reason: str) -> dict[str, Any]:
+    return {"anomaly": False, "area": 0.0, "lung_fraction": 0.0, "strokes": 0, "reason": reason}
+
+
+def _copy(x: Any) -> Any:
+    """A private copy (MetaTensor meta included), so later in-place transforms touch one key only."""
+    return x.clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
+
+
+def _zeros_like(img: Any) -> Any:
+    zeros = np.zeros(tuple(img.shape), np.float32)
+    return convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
