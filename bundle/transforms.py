@@ -1,3 +1,4 @@
 """The bundle's public transform surface: every MONAI transform the configs use, importable from one place."""
 from bundle.postprocess import AnomalyMap, AnomalyMapd, AnomalyMask, AnomalyMaskd, AnomalyScore, AnomalyScored  # noqa: E402,F401
 from bundle.io import CXRReader, LoadCXR, LoadCXRd  # noqa: E402,F401
+from bundle.synthesis import RandTextureAnomaly, RandTextureAnomalyd  # noqa: E402,F401
