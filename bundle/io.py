@@ -189,10 +189,26 @@ def _window(values: np.ndarray, center: float, width: float, function: str) -> n
     return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
 
 
+def _voi_lut_table(ds) -> tuple[int, np.ndarray]:
+    """First mapped value and the entries (float64) of the first VOI LUT Sequence item (PS3.3 C.11.2.1.1)."""
+    item = ds.VOILUTSequence[0]
+    n_entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+    raw = item.LUTData
+    if isinstance(raw, bytes):  # OW: 16-bit words in the data set's byte order
+        little = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        little = True if little is None else little.is_little_endian
+        table = np.frombuffer(raw, dtype="<u2" if little else ">u2")
+    else:
+        table = np.atleast_1d(np.asarray(raw if isinstance(raw, Sequence) else [raw], dtype=np.float64))
+    if len(table) < n_entries:
+        raise ValueError(f"VOI LUT has {len(table)} entries, its descriptor says {n_entries}")
+    return first, table[:n_entries].astype(np.float64)
+
+
 def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi
+    from pydicom.pixels import apply_modality_lut
 
     try:
         try:
@@ -241,15 +257,11 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         values = apply_modality_lut(stored, ds)  # RescaleSlope/Intercept or Modality LUT Sequence
         if ds.get("VOILUTSequence"):
-            item = ds.VOILUTSequence[0]
-            descriptor = [int(v) for v in item.LUTDescriptor]
-            n_entries = descriptor[0] or 65536
-            # normalise by what this LUT actually outputs over its whole domain (robust to a mis-declared depth)
-            domain = np.arange(descriptor[1], descriptor[1] + n_entries, dtype=np.int64)
-            table = apply_voi(domain, ds).astype(np.float64)
+            first, table = _voi_lut_table(ds)
+            # normalise by what this LUT actually outputs (robust to a mis-declared bit depth)
             lo, hi = float(table.min()), float(table.max())
-            mapped = apply_voi(np.rint(values).astype(np.int64), ds).astype(np.float64)
-            image = (mapped - lo) / (hi - lo) if hi > lo else np.zeros_like(mapped)
+            index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
+            image = (table[index] - lo) / (hi - lo) if hi > lo else np.zeros(index.shape)
             intensity = "voi_lut"
         elif "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) >= 1:
             function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bundle.io import (
     SUPPORTED_EXTENSIONS,
@@ -141,6 +143,14 @@ def write_case(case: str, d):
                WindowCenter=4095 - 1510.5 + 1, WindowWidth=1021)
     elif case == "dcm_voi_lut":
         _dicom(d / "a.dcm", 255 - k, VOILUTSequence=_voi_lut_dataset(), **WINDOW)  # LUT preferred to window
+    elif case == "dcm_voi_lut_ow":  # 4096-entry LUT with 8-bit output stored as OW words
+        from pydicom.dataset import Dataset
+
+        item = Dataset()
+        item.LUTDescriptor = [4096, 0, 8]
+        item.LUTData = np.array([255 - i // 16 for i in range(4096)], "<u2").tobytes()
+        item["LUTData"].VR = "OW"
+        _dicom(d / "a.dcm", (255 - k.astype(np.uint16)) * 16, bits_stored=12, VOILUTSequence=[item])
     elif case == "dcm_no_extension":
         _dicom(d / "1.2.826.0.1.3680043", k)
         return d / "1.2.826.0.1.3680043"
@@ -175,7 +185,7 @@ def _nifti(path, data):
 CASES = [
     "png8", "png16", "png_rgb", "png_palette", "jpeg_rgb", "tiff8", "tiff16",
     "dcm_mono2", "dcm_mono1", "dcm_12bit", "dcm_signed", "dcm_rescale", "dcm_window", "dcm_rescale_window",
-    "dcm_mono1_window", "dcm_voi_lut", "dcm_no_extension", "dcm_no_preamble", "dcm_rle", "dcm_j2k",
+    "dcm_mono1_window", "dcm_voi_lut", "dcm_voi_lut_ow", "dcm_no_extension", "dcm_no_preamble", "dcm_rle", "dcm_j2k",
     "nii2d", "nii3d_last", "nii3d_first",
 ]  # fmt: skip
 
@@ -297,6 +307,23 @@ def test_write_nifti_like_meta_overlays_input(case, tmp_path):
     assert np.array_equal(read_labels(out), mask)
     with pytest.raises(ValueError, match="restore"):
         write_nifti(tmp_path / "wrong.nii.gz", mask[:-1], like_meta=meta)
+
+
+@settings(max_examples=15, deadline=None)
+@given(h=st.integers(2, 9), w=st.integers(2, 9), singleton=st.sampled_from([None, 0, 1, 2]), seed=st.integers(0, 99))
+def test_nifti_layout_roundtrip_property(tmp_path_factory, h, w, singleton, seed):
+    """Any (H, W): a file in the documented layout reads as the picture, and write_nifti(like_meta) restores
+    that file's own layout exactly."""
+    import nibabel as nib
+
+    d = tmp_path_factory.mktemp("n")
+    x = np.random.default_rng(seed).random((h, w), dtype=np.float32)
+    data = x.T if singleton is None else np.expand_dims(x.T, singleton)
+    _nifti(d / "in.nii", data)
+    image, meta = read_image(d / "in.nii")
+    assert np.array_equal(image, x)
+    out = nib.load(str(write_nifti(d / "out.nii", image, like_meta=meta)))
+    assert out.shape == data.shape and np.array_equal(np.asarray(out.dataobj), data)
 
 
 def test_atomic_write_failure_keeps_old(tmp_path):
