@@ -2,3 +2,4 @@
 from bundle.postprocess import AnomalyMap, AnomalyMapd, AnomalyMask, AnomalyMaskd, AnomalyScore, AnomalyScored  # noqa: E402,F401
 from bundle.io import CXRReader, LoadCXR, LoadCXRd  # noqa: E402,F401
 from bundle.synthesis import RandTextureAnomaly, RandTextureAnomalyd  # noqa: E402,F401
+from bundle.lungs import PBTSeg, PBTSegd  # noqa: E402,F401

@@ -1,0 +1,563 @@
+"""PBTSeg: unsupervised lung label maps for frontal chest X-rays by progressive binary thresholding.
+
+The published method (ART-ASyn, WACV 2026) thresholds an 8-bit 256x256 image at fixed levels 50, 55, ..., 160,
+keeps connected components with a lung-like shape and lets each lung grow while it keeps that shape. This module
+keeps the idea and removes its weaknesses:
+
+- Thresholds are quantiles of the image's own intensity distribution, so the masks are unchanged by any monotone
+  intensity transform (gamma, window, contrast, 8/16-bit or float storage); every size and distance is a
+  fraction of the image, so any resolution works; uniform padding strips at the edges are cropped first.
+- The search runs on a block-averaged copy of about ``search_size`` pixels a side: each level is labelled once
+  (``scipy.ndimage.label``), areas come from one ``bincount``, and the expensive shape tests (bounding box,
+  centroid, convex hull solidity and border contact) run only on the few components whose area qualifies.
+  The chosen lungs are then re-thresholded at full resolution inside a narrow band around the low-resolution
+  result, so the cost beyond the fixed-size search is a few linear passes over the pixels.
+- A failed segmentation is not silent: the label map is empty and ``info["found"]`` is False with a reason;
+  the dictionary transform logs a warning and records it in the metadata.
+
+Orientation follows the bundle's image contract: row 0 is the top of the displayed image, column 0 the image's
+left (the patient's right). Label 1 is the lung on the image's left, label 2 the lung on the image's right.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from copy import deepcopy
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Transform
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+__all__ = [
+    "PBTSegParams",
+    "pbtseg",
+    "PBTSeg",
+    "PBTSegd",
+    "lung_cache_path",
+    "LUNG_META_KEYS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Metadata entries written by :class:`PBTSegd` (into the lung MetaTensor's ``meta``, or ``<lung_key>_meta_dict``).
+LUNG_META_KEYS = ("lung_left_found", "lung_right_found", "lung_found", "lung_source")
+
+_CROSS = ndimage.generate_binary_structure(2, 1)
+_SQUARE = ndimage.generate_binary_structure(2, 2)
+
+
+@dataclass(frozen=True)
+class PBTSegParams:
+    """Parameters of :func:`pbtseg`. Sizes and distances are fractions of the (padding-cropped) image.
+
+    Args:
+        search_size: approximate side, in pixels, of the block-averaged copy on which the threshold search runs.
+        quantile_range: lowest and highest threshold, as quantiles of the image's own intensities.
+        quantile_step: spacing of the threshold levels in quantile units (0.02 gives 30 levels by default).
+        min_area: smallest lung, as a fraction of the image area (published: 2000 px at 256x256 = 3.1 %).
+        max_area: largest lung, as a fraction of the image area (published: 10000 px at 256x256 = 15.3 %).
+        min_aspect: bounding box height / width must exceed this (published: taller than wide, 1.0).
+        min_solidity: area / convex hull area must exceed this (published 0.6).
+        centroid_band: the centroid must lie between these fractions of the height and of the width.
+        max_border_fraction: largest share of the convex hull perimeter that may lie on the image border.
+        side_fraction: a label-1 lung's box must start left of this fraction of the width (mirrored for label 2).
+        border_brightening: multiply by a smooth gain that is ``brightening_gain`` outside a central box, so dark
+            background outside the body stays apart from the lungs (the published optional step).
+        brightening_gain: gain outside the central box.
+        crop_padding: ignore constant rows/columns at the image edges (black borders, letterbox padding).
+        fill_holes: fill holes in each lung.
+        rib_suppression: length, as a fraction of the height, of a vertical grey-level opening applied first: it
+            removes thin bright roughly horizontal bands (ribs, clavicles) that cut the lung fields apart, while
+            vertical structures (chest wall, mediastinum) stay; 0 disables it.
+        stop_quantile: past this quantile the search stops once the lungs have not grown for two levels (the
+            published code stops above t = 130 when no component qualifies).
+    """
+
+    search_size: int = 128
+    quantile_range: tuple[float, float] = (0.02, 0.62)
+    quantile_step: float = 0.02
+    min_area: float = 0.02
+    max_area: float = 0.16
+    min_aspect: float = 1.0
+    min_solidity: float = 0.6
+    centroid_band: tuple[float, float] = (1.0 / 6.0, 5.0 / 6.0)
+    max_border_fraction: float = 0.15
+    side_fraction: float = 1.0 / 3.0
+    border_brightening: bool = False
+    brightening_gain: float = 1.6
+    crop_padding: bool = True
+    fill_holes: bool = True
+    rib_suppression: float = 0.04
+    stop_quantile: float = 0.5
+
+
+def _as_2d_float(image: Any) -> np.ndarray:
+    """(H, W) or (1, H, W) array-like of any numeric dtype -> finite float32 (H, W); several channels averaged."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    a = np.asarray(image)
+    if a.ndim == 3:
+        a = a[0] if a.shape[0] == 1 else a.mean(axis=0)
+    if a.ndim != 2:
+        raise ValueError(f"PBTSeg expects a 2D image (H, W) or channel-first (C, H, W), got shape {a.shape}.")
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"PBTSeg expects a real numeric image, got dtype {a.dtype}.")
+    a = a.astype(np.float32, copy=False)
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = np.where(finite, a, a[finite].min() if finite.any() else 0.0).astype(np.float32)
+    return a
+
+
+def _content_box(a: np.ndarray) -> tuple[int, int, int, int]:
+    """Rows/cols ``(r0, r1, c0, c1)`` left after removing constant strips (padding) at the four edges."""
+    row_flat = a.max(axis=1) == a.min(axis=1)
+    col_flat = a.max(axis=0) == a.min(axis=0)
+
+    def span(flat: np.ndarray) -> tuple[int, int]:
+        keep = np.flatnonzero(~flat)
+        return (int(keep[0]), int(keep[-1]) + 1) if keep.size else (0, 0)
+
+    r0, r1 = span(row_flat)
+    c0, c1 = span(col_flat)
+    return r0, r1, c0, c1
+
+
+def _vertical_opening(a: np.ndarray, length: int) -> np.ndarray:
+    """Grey opening with a vertical line of ``length`` pixels (two linear-time 1D min/max filters)."""
+    if length < 2:
+        return a
+    return ndimage.maximum_filter1d(ndimage.minimum_filter1d(a, length, axis=0), length, axis=0)
+
+
+def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """Average ``f x f`` blocks (the trailing remainder rows/cols are dropped)."""
+    if f == 1:
+        return a
+    h, w = (a.shape[0] // f) * f, (a.shape[1] // f) * f
+    return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
+
+
+def _gain_profile(n: int, lo: float, hi: float, sigma: float) -> np.ndarray:
+    """1D Gaussian-blurred indicator of ``[lo*n, hi*n)``: the separable factor of the brightening field."""
+    ind = np.zeros(n, np.float32)
+    ind[int(round(lo * n)) : int(round(hi * n))] = 1.0
+    return ndimage.gaussian_filter1d(ind, sigma, mode="nearest")
+
+
+def _brightening_field(shape: tuple[int, int], gain: float) -> np.ndarray:
+    """Gain ``gain`` outside the published central box (rows H/4..7H/8, cols W/10..9W/10), 1 inside, smoothed.
+
+    The box indicator is a product of a row and a column indicator and the Gaussian is separable, so the blurred
+    field is an outer product of two blurred 1D profiles (kernel about H/2 wide, i.e. sigma ~ H/12).
+    """
+    h, w = shape
+    rows = _gain_profile(h, 0.25, 0.875, h / 12.0)
+    cols = _gain_profile(w, 0.1, 0.9, h / 12.0)
+    return gain - (gain - 1.0) * np.outer(rows, cols)
+
+
+def _hull_tests(sub: np.ndarray, off_r: int, off_c: int, shape: tuple[int, int]) -> tuple[float, float]:
+    """Convex-hull solidity and the share of the hull perimeter lying on the image border.
+
+    Args:
+        sub: (h, w) bool mask of one component, cropped to its bounding box at ``(off_r, off_c)``.
+        shape: the full search image's shape, whose border is tested.
+
+    The hull is built from the corners of the leftmost and rightmost pixel of each row, so a pixel-exact convex
+    hull of the pixel squares results (solidity 1 for a rectangle) from only ``4 * h`` points.
+    """
+    rows = np.flatnonzero(sub.any(axis=1))
+    left = sub[rows].argmax(axis=1)
+    right = sub.shape[1] - sub[rows, ::-1].argmax(axis=1)
+    r = (rows + off_r).astype(np.float64)
+    pts = np.concatenate(
+        [
+            np.stack([r, left + off_c], 1),
+            np.stack([r + 1, left + off_c], 1),
+            np.stack([r, right + off_c], 1),
+            np.stack([r + 1, right + off_c], 1),
+        ]
+    )
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:  # degenerate (a straight line of pixels)
+        return 0.0, 1.0
+    solidity = float(sub.sum()) / max(hull.volume, 1e-9)
+    v = pts[hull.vertices]
+    e0, e1 = v, np.roll(v, -1, axis=0)
+    length = np.hypot(*(e1 - e0).T)
+    h, w = shape
+    on_border = (
+        ((e0[:, 0] == 0) & (e1[:, 0] == 0))
+        | ((e0[:, 0] == h) & (e1[:, 0] == h))
+        | ((e0[:, 1] == 0) & (e1[:, 1] == 0))
+        | ((e0[:, 1] == w) & (e1[:, 1] == w))
+    )
+    return solidity, float(length[on_border].sum() / max(hull.area, 1e-9))
+
+
+def _contact(sub: np.ndarray, sr: slice, sc: slice, shape: tuple[int, int]) -> int:
+    """Summed extent (first to last pixel) of a component's contact with each image edge it touches."""
+    h, w = shape
+    lines = []
+    if sr.start == 0:
+        lines.append(sub[0])
+    if sr.stop == h:
+        lines.append(sub[-1])
+    if sc.start == 0:
+        lines.append(sub[:, 0])
+    if sc.stop == w:
+        lines.append(sub[:, -1])
+    total = 0
+    for line in lines:
+        on = np.flatnonzero(line)
+        total += int(on[-1] - on[0] + 1) if on.size else 0
+    return total
+
+
+@dataclass
+class _Lung:
+    """The current best component for one side, on the search grid."""
+
+    area: int
+    level: float
+    quantile: float
+    mask: np.ndarray  # bool, search-grid shape
+
+
+def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
+    """Progressive thresholding on the search grid; returns the lung found for label 1 and/or 2.
+
+    At each level the components are visited from the largest down; a component smaller than the current lung of
+    its side cannot replace it, so the shape tests run on very few components. The search stops once the lungs
+    have stopped growing for ``2`` levels past ``stop_quantile``.
+    """
+    h, w = work.shape
+    a_min, a_max = p.min_area * h * w, p.max_area * h * w
+    lo, hi = p.centroid_band
+    left_edge, right_edge = p.side_fraction * w, (1.0 - p.side_fraction) * w
+    qs = np.arange(p.quantile_range[0], p.quantile_range[1] + 1e-9, p.quantile_step)
+    levels = np.quantile(work, qs)
+    best: dict[int, _Lung] = {}
+    last, idle = None, 0
+    for q, t in zip(qs, levels):
+        if last is not None and t <= last:
+            continue  # ties in a flat histogram: same mask as the previous level
+        last = t
+        lab, n = ndimage.label(work <= t, structure=_CROSS)
+        areas = np.bincount(lab.ravel(), minlength=n + 1)
+        areas[0] = 0
+        floor = max(a_min, min((b.area for b in best.values()), default=0))
+        cand = np.flatnonzero((areas > floor) & (areas < a_max))
+        grew: set[int] = set()
+        if cand.size:
+            objs = ndimage.find_objects(lab)
+            for k in cand[np.argsort(-areas[cand], kind="stable")]:
+                sr, sc = objs[k - 1]
+                area = int(areas[k])
+                side = 1 if sc.start < left_edge else 2 if sc.stop > right_edge else 0
+                if side == 0 or side in grew or (side in best and area <= best[side].area):
+                    continue
+                bh, bw = sr.stop - sr.start, sc.stop - sc.start
+                if bh <= p.min_aspect * bw:
+                    continue
+                sub = lab[sr, sc] == k
+                cy = (sub.sum(axis=1) @ np.arange(sr.start, sr.stop)) / area
+                cx = (sub.sum(axis=0) @ np.arange(sc.start, sc.stop)) / area
+                if not (lo * h < cy < hi * h and lo * w < cx < hi * w) or (cx < 0.5 * w) != (side == 1):
+                    continue
+                # the hull is needed only when the box touches the border or the box fill cannot vouch for
+                # the solidity (area / box area is a lower bound of area / hull area)
+                touches = sr.start == 0 or sc.start == 0 or sr.stop == h or sc.stop == w
+                if touches and _contact(sub, sr, sc, (h, w)) >= p.max_border_fraction * 2 * (bh + bw):
+                    continue  # the hull's border share is at least contact / box perimeter
+                if touches or area <= p.min_solidity * bh * bw:
+                    solidity, border = _hull_tests(sub, sr.start, sc.start, (h, w))
+                    if solidity <= p.min_solidity or border >= p.max_border_fraction:
+                        continue
+                best[side] = _Lung(area, float(t), float(q), lab == k)
+                grew.add(side)
+                if len(grew) == 2:
+                    break
+        idle = 0 if grew else idle + 1
+        if best and q > p.stop_quantile and idle >= 2:
+            break
+    return best
+
+
+def _refine(
+    content: np.ndarray, lung: _Lung, f: int, rib_len: int, gain: np.ndarray | None, fill_holes: bool
+) -> np.ndarray:
+    """Re-threshold one lung at full resolution inside a band of one search pixel around its search-grid mask.
+
+    Returns a bool mask of ``content``'s shape: the largest connected piece of ``filtered <= level`` in the band,
+    holes filled. The filtering repeats what the search grid saw at full resolution (a box of the grid's cell
+    size, then the vertical opening of ``rib_len`` pixels), so full-resolution values compare with the level.
+    """
+    guide = ndimage.binary_dilation(lung.mask, structure=_SQUARE)
+    rows, cols = np.flatnonzero(guide.any(axis=1)), np.flatnonzero(guide.any(axis=0))
+    r0, r1 = rows[0] * f, min((rows[-1] + 1) * f, content.shape[0])
+    c0, c1 = cols[0] * f, min((cols[-1] + 1) * f, content.shape[1])
+    band = np.repeat(np.repeat(guide[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], f, 0), f, 1)
+    band = band[: r1 - r0, : c1 - c0]
+    pad = max(f, rib_len)
+    pr0, pc0 = max(r0 - pad, 0), max(c0 - pad, 0)
+    region = content[pr0 : min(r1 + pad, content.shape[0]), pc0 : min(c1 + pad, content.shape[1])]
+    if gain is not None:
+        region = region * gain[pr0 : pr0 + region.shape[0], pc0 : pc0 + region.shape[1]]
+    if f > 1:
+        region = ndimage.uniform_filter(region, size=f | 1, mode="nearest")  # odd box, centred
+    region = _vertical_opening(region, rib_len)
+    vals = region[r0 - pr0 : r1 - pr0, c0 - pc0 : c1 - pc0]
+    lab, n = ndimage.label((vals <= lung.level) & band, structure=_CROSS)
+    out = np.zeros(content.shape, bool)
+    if n == 0:
+        return out
+    keep = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    if fill_holes:
+        keep = ndimage.binary_fill_holes(keep)
+    out[r0:r1, c0:c1] = keep
+    return out
+
+
+def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tuple[np.ndarray, dict]:
+    """Segment the two lungs of a frontal chest X-ray without training (progressive binary thresholding).
+
+    Args:
+        image: (H, W) or (1, H, W) numpy array or torch tensor, any real dtype and intensity range, bright bone
+            (MONOCHROME2 look), in the bundle's orientation (column 0 = image left = patient right).
+        params: a :class:`PBTSegParams`; keyword arguments override single fields (e.g. ``max_area=0.2``).
+
+    Returns:
+        ``(labels, info)``: labels is an (H, W) uint8 map, 0 background, 1 the lung on the image's left,
+        2 the lung on the image's right; info is a dict with ``found`` (at least one lung), ``left_found``,
+        ``right_found``, ``lungs`` (list of found labels), ``quantiles`` (threshold quantile per found lung),
+        ``reason`` (why nothing was found, else "") and ``shape``.
+
+    Never raises for a valid 2D numeric image: a non-chest-X-ray or a failed search gives an empty map and
+    ``found=False``. Raises ``ValueError`` only for inputs that are not a 2D numeric image.
+    """
+    p = params or PBTSegParams()
+    if kwargs:
+        p = PBTSegParams(**{**asdict(p), **kwargs})
+    a = _as_2d_float(image)
+    labels = np.zeros(a.shape, np.uint8)
+    info: dict[str, Any] = {
+        "found": False, "left_found": False, "right_found": False, "lungs": [], "quantiles": {}, "reason": "",
+        "shape": tuple(a.shape),
+    }
+    r0, r1, c0, c1 = _content_box(a) if p.crop_padding else (0, a.shape[0], 0, a.shape[1])
+    h, w = r1 - r0, c1 - c0
+    if min(h, w) < 16:
+        info["reason"] = "image is uniform or smaller than 16 pixels after cropping constant borders"
+        return labels, info
+    content = a[r0:r1, c0:c1]
+    f = max(1, int(round(min(h, w) / p.search_size)))
+    rib_len = int(round(p.rib_suppression * h))
+    work = _vertical_opening(_block_mean(content, f), int(round(p.rib_suppression * h / f)))
+    gain = None
+    if p.border_brightening:
+        lo_v, hi_v = float(content.min()), float(content.max())
+        content = (content - lo_v) / max(hi_v - lo_v, 1e-12)
+        work = (work - lo_v) / max(hi_v - lo_v, 1e-12) * _brightening_field(work.shape, p.brightening_gain)
+        if f > 1:
+            gain = _brightening_field(content.shape, p.brightening_gain)
+    if float(work.max()) == float(work.min()):
+        info["reason"] = "image has no contrast"
+        return labels, info
+    best = _search(work, p)
+    if not best:
+        info["reason"] = "no component passed the lung-shape tests at any threshold"
+        return labels, info
+    view = labels[r0:r1, c0:c1]
+    for side in sorted(best):
+        if f == 1:
+            m = ndimage.binary_fill_holes(best[side].mask) if p.fill_holes else best[side].mask
+        else:
+            m = _refine(content, best[side], f, rib_len, gain, p.fill_holes)
+        if not m.any():
+            continue
+        view[m & (view == 0)] = side
+        info["lungs"].append(side)
+        info["quantiles"][side] = round(best[side].quantile, 4)
+    info["left_found"], info["right_found"] = 1 in info["lungs"], 2 in info["lungs"]
+    info["found"] = bool(info["lungs"])
+    if not info["found"]:
+        info["reason"] = "the lung candidates vanished at full resolution"
+    return labels, info
+
+
+class PBTSeg(Transform):
+    """Lung label map of a chest X-ray by progressive binary thresholding (see :func:`pbtseg`).
+
+    Args:
+        params: a :class:`PBTSegParams` (defaults documented there); keyword arguments override single fields.
+
+    Call with a channel-first (1, H, W) numpy array or torch tensor (also MetaTensor) of any numeric dtype and
+    intensity range; returns a (1, H, W) uint8 label map of the same family (numpy in, numpy out; tensor in,
+    tensor out on the same device): 0 background, 1 lung on the image's left, 2 lung on the image's right.
+    ``last_info`` holds the :func:`pbtseg` info dict of the latest call. An image without lungs gives zeros.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(self, params: PBTSegParams | None = None, **kwargs: Any) -> None:
+        p = params or PBTSegParams()
+        self.params = PBTSegParams(**{**asdict(p), **kwargs}) if kwargs else p
+        self.last_info: dict = {}
+
+    def __call__(self, img: Any) -> Any:  # type: ignore[override]
+        labels, self.last_info = pbtseg(img, self.params)
+        return _like(img, labels[None])
+
+
+def _like(img: Any, labels: np.ndarray) -> Any:
+    """Wrap a (1, H, W) uint8 label map in the family of ``img`` (MetaTensor keeps a copy of its metadata)."""
+    if isinstance(img, MetaTensor):
+        return MetaTensor(
+            torch.from_numpy(labels).to(img.device),
+            meta=deepcopy(img.meta),
+            applied_operations=deepcopy(img.applied_operations),
+        )
+    if isinstance(img, torch.Tensor):
+        return torch.from_numpy(labels).to(img.device)
+    return labels
+
+
+def lung_cache_path(image_path: str | os.PathLike, dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """Where the lung map of ``image_path`` lives in a lung cache: ``<cache_dir>/<relative path>.png``.
+
+    The relative path is taken from ``dataset_dir`` and a supported image suffix (``.nii.gz`` counts as one) is
+    replaced by ``.png``; other names (DICOM files named by UID or without extension) get ``.png`` appended. Raises ``ValueError`` when the image is not under
+    ``dataset_dir``.
+    """
+    image = Path(os.path.abspath(image_path))
+    root = Path(os.path.abspath(dataset_dir))
+    try:
+        rel = image.relative_to(root)
+    except ValueError:
+        raise ValueError(f"{image} is not inside the dataset folder {root}, so it has no lung-cache path.") from None
+    from bundle.io import SUPPORTED_EXTENSIONS
+
+    name = rel.name
+    for ext in sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return Path(cache_dir) / rel.parent / f"{name}.png"
+
+
+def _source_path(data: Mapping, key: Hashable) -> str | None:
+    """The file an item was loaded from, from the MetaTensor meta or a ``<key>_meta_dict``."""
+    img = data[key]
+    meta = img.meta if isinstance(img, MetaTensor) else data.get(f"{key}_meta_dict", {})
+    path = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
+    if isinstance(path, (list, tuple)):
+        path = path[0] if path else None
+    return str(path) if path else None
+
+
+class PBTSegd(MapTransform):
+    """Dictionary form of :class:`PBTSeg`: reads the image, writes its lung label map and records what was found.
+
+    Args:
+        keys: the image key (one key; the lung map is computed from it).
+        lung_key: key the (1, H, W) uint8 label map is written to.
+        cache_dir: optional lung cache (e.g. ``<dataset_dir>/lungs``, as written by ``monai.bundle run lungs``).
+            When ``<cache_dir>/<path relative to dataset_dir>.png`` exists and has the image's size it is used,
+            otherwise the map is computed. Both give the same map because the cache is computed by the same code
+            on the image as loaded (apply this transform before any resizing).
+        dataset_dir: root the cache mirrors; required with ``cache_dir``.
+        params: :class:`PBTSegParams` for computing; keyword arguments override single fields.
+        allow_missing_keys: don't raise when the image key is missing.
+
+    Metadata: ``lung_left_found``, ``lung_right_found``, ``lung_found`` (bools) and ``lung_source``
+    (``"cache"`` or ``"computed"``) go into the lung MetaTensor's ``meta`` when the image is a MetaTensor, else
+    into ``data["<lung_key>_meta_dict"]``. A warning naming the file is logged once per image without a lung.
+    """
+
+    backend = PBTSeg.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        lung_key: str = "lung",
+        cache_dir: str | os.PathLike | None = None,
+        dataset_dir: str | os.PathLike | None = None,
+        params: PBTSegParams | None = None,
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"PBTSegd takes exactly one image key, got {self.keys}.")
+        if cache_dir and not dataset_dir:
+            raise ValueError("PBTSegd: cache_dir needs dataset_dir (the folder the cache mirrors).")
+        self.lung_key = lung_key
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        self.dataset_dir = str(dataset_dir) if dataset_dir else None
+        self.segment = PBTSeg(params, **kwargs)
+
+    def _from_cache(self, path: str | None, shape: Sequence[int]) -> np.ndarray | None:
+        if not self.cache_dir or not path:
+            return None
+        try:
+            cached = lung_cache_path(path, self.dataset_dir, self.cache_dir)
+        except ValueError:
+            return None
+        if not cached.is_file():
+            return None
+        from bundle.io import read_labels
+
+        try:
+            labels = np.asarray(read_labels(cached))
+        except Exception as e:  # a damaged cache entry must not stop training: recompute
+            logger.warning("Lung cache %s unreadable (%s); computing the lung map instead.", cached, e)
+            return None
+        if labels.shape != tuple(shape) or labels.max(initial=0) > 2:
+            logger.warning(
+                "Lung cache %s has shape %s / values up to %s, image %s is %s; computing instead.",
+                cached, labels.shape, labels.max(initial=0), path, tuple(shape),
+            )
+            return None
+        return labels.astype(np.uint8)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            path = _source_path(d, key)
+            labels = self._from_cache(path, tuple(img.shape[-2:]))
+            if labels is None:
+                labels2d, _ = pbtseg(img, self.segment.params)
+                source = "computed"
+            else:
+                labels2d, source = labels, "cache"
+            present = np.unique(labels2d)
+            found = {
+                "lung_left_found": bool((present == 1).any()),
+                "lung_right_found": bool((present == 2).any()),
+            }
+            found["lung_found"] = found["lung_left_found"] or found["lung_right_found"]
+            found["lung_source"] = source
+            if not found["lung_found"]:
+                logger.warning("PBTSeg found no lung in %s (%s).", path or "an unnamed image", source)
+            lung = _like(img, labels2d[None])
+            if isinstance(lung, MetaTensor):
+                lung.meta.update(found)
+            else:
+                d[f"{self.lung_key}_meta_dict"] = {**d.get(f"{self.lung_key}_meta_dict", {}), **found}
+            d[self.lung_key] = lung
+        return d

@@ -1,0 +1,203 @@
+"""PBTSeg: API contract, accuracy over a robustness set of phantoms, non-chest inputs, the dictionary transform."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from scipy import ndimage
+
+from bundle.data.phantoms import make_phantom
+from bundle.io import read_image, write_nifti, write_png
+from bundle.lungs import PBTSegParams, lung_cache_path, pbtseg
+from bundle.transforms import PBTSeg, PBTSegd
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / s) if s else 1.0
+
+
+def write_dicom_monochrome1(path, image: np.ndarray) -> None:
+    """A real DICOM (CR, 12-bit, MONOCHROME1: low stored values are bright) holding ``image`` in [0, 1]."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID = "CR", "phantom"
+    ds.Rows, ds.Columns = image.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.rint((1.0 - image) * 4095).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _pad(img, lung, top, bottom, left, right, value=0.0):
+    return (np.pad(img, ((top, bottom), (left, right)), constant_values=value),
+            np.pad(lung, ((top, bottom), (left, right))))
+
+
+def _rotate(img, lung, degrees):
+    return (ndimage.rotate(img, degrees, reshape=False, order=1, mode="constant", cval=0.0),
+            ndimage.rotate(lung, degrees, reshape=False, order=0, mode="constant", cval=0))
+
+
+def robustness_cases(tmp_path):
+    """(name, image, true lung map) over exposure, size, padding, rotation and file formats."""
+    cases = []
+    base = {seed: make_phantom(256, seed=seed, diseased=seed == 3) for seed in range(4)}
+    for seed, ph in base.items():
+        cases.append((f"256 seed {seed}" + (" diseased" if seed == 3 else ""), ph.image, ph.lung))
+    ph = base[1]
+    for g in (0.6, 1.6):
+        cases.append((f"gamma {g}", ph.image**g, ph.lung))
+    cases.append(("contrast x0.4 (0.3..0.7)", 0.3 + 0.4 * ph.image, ph.lung))
+    cases.append(("contrast x1.5, clipped", np.clip((ph.image - 0.5) * 1.5 + 0.5, 0, 1), ph.lung))
+    cases.append(("uint16 storage", (ph.image * 65535).astype(np.uint16), ph.lung))
+    for size in (128, 512, 1024):
+        big = make_phantom(size, seed=5)
+        cases.append((f"{size} px", big.image, big.lung))
+    rect = make_phantom((320, 256), seed=6)
+    cases.append(("320x256 (portrait)", rect.image, rect.lung))
+    ph = base[2]
+    cases.append(("black border 10%", *_pad(ph.image, ph.lung, 26, 26, 26, 26)))
+    cases.append(("letterbox padding", *_pad(ph.image, ph.lung, 0, 0, 64, 64)))
+    cases.append(("white border 5%", *_pad(ph.image, ph.lung, 13, 13, 13, 13, value=1.0)))
+    for deg in (-10, 10):
+        cases.append((f"rotated {deg} deg", *_rotate(ph.image, ph.lung, deg)))
+    ph = base[0]
+    write_png(tmp_path / "cxr.png", ph.image)
+    cases.append(("PNG 8-bit file", read_image(tmp_path / "cxr.png")[0], ph.lung))
+    write_dicom_monochrome1(tmp_path / "cxr.dcm", ph.image)
+    img, meta = read_image(tmp_path / "cxr.dcm")
+    assert "inverted" in meta["intensity"]
+    cases.append(("DICOM MONOCHROME1 12-bit", img, ph.lung))
+    write_nifti(tmp_path / "cxr.nii.gz", ph.image)
+    cases.append(("NIfTI file", read_image(tmp_path / "cxr.nii.gz")[0], ph.lung))
+    return cases
+
+
+def test_accuracy_over_robustness_set(tmp_path, capsys):
+    rows, all_d = [], []
+    for name, image, truth in robustness_cases(tmp_path):
+        labels, info = pbtseg(image)
+        assert labels.shape == truth.shape and labels.dtype == np.uint8
+        d1, d2 = dice(labels == 1, truth == 1), dice(labels == 2, truth == 2)
+        swapped = dice(labels == 1, truth == 2) > 0.5 or dice(labels == 2, truth == 1) > 0.5
+        rows.append((name, d1, d2, swapped))
+        all_d += [d1, d2]
+    with capsys.disabled():
+        print("\nPBTSeg Dice over the robustness set (lung 1 = image left, lung 2 = image right)")
+        print(f"{'case':<28} {'lung 1':>7} {'lung 2':>7}")
+        for name, d1, d2, _ in rows:
+            print(f"{name:<28} {d1:7.3f} {d2:7.3f}")
+        print(f"{'mean':<28} {np.mean([r[1] for r in rows]):7.3f} {np.mean([r[2] for r in rows]):7.3f}"
+              f"   (min {min(all_d):.3f})")
+    assert not any(r[3] for r in rows), "lung labels swapped"
+    assert np.mean([r[1] for r in rows]) >= 0.90 and np.mean([r[2] for r in rows]) >= 0.90
+    assert min(all_d) >= 0.75, rows
+
+
+def test_monotone_intensity_changes_do_not_change_the_map():
+    """Thresholds are quantiles of the image itself: gamma / linear contrast / dtype give identical maps."""
+    img = make_phantom(128, seed=4).image
+    ref, _ = pbtseg(img)
+    assert ref.any()
+    for variant in (img**0.7, 0.2 + 0.5 * img, (img * 255).astype(np.float64) + 1000):
+        np.testing.assert_array_equal(pbtseg(variant)[0], ref)
+
+
+@pytest.mark.parametrize(
+    "name, image",
+    [
+        ("uniform", np.full((256, 256), 0.4, np.float32)),
+        ("zeros uint8", np.zeros((200, 300), np.uint8)),
+        ("noise", np.random.default_rng(0).random((256, 256), dtype=np.float32)),
+        ("smooth noise", ndimage.gaussian_filter(np.random.default_rng(1).random((256, 256)), 4)),
+        ("horizontal gradient", np.tile(np.linspace(0, 1, 256, dtype=np.float32), (256, 1))),
+        ("vertical gradient", np.tile(np.linspace(0, 1, 256, dtype=np.float32)[:, None], (1, 256))),
+        ("radial gradient", np.hypot(*np.mgrid[-1:1:256j, -1:1:256j]).astype(np.float32)),
+        ("tiny", np.random.default_rng(2).random((5, 7))),
+        ("nan", np.full((64, 64), np.nan, np.float32)),
+    ],
+)
+def test_non_chest_inputs_give_an_empty_map_and_a_flag(name, image):
+    labels, info = pbtseg(image)
+    assert labels.shape == image.shape and not labels.any(), name
+    assert info["found"] is False and info["reason"], info
+
+
+def test_invalid_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="2D image"):
+        pbtseg(np.zeros((2, 2, 2, 2)))
+    with pytest.raises(ValueError, match="numeric"):
+        pbtseg(np.array([["a", "b"], ["c", "d"]]))
+
+
+def test_array_transform_types_and_params():
+    img = make_phantom(128, seed=2).image
+    ref, _ = pbtseg(img)
+    out_np = PBTSeg()(img[None].astype(np.float64))
+    assert isinstance(out_np, np.ndarray) and out_np.shape == (1, 128, 128) and out_np.dtype == np.uint8
+    np.testing.assert_array_equal(out_np[0], ref)
+    out_t = PBTSeg()(torch.from_numpy(img[None]))
+    assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.uint8
+    np.testing.assert_array_equal(out_t[0].numpy(), ref)
+    mt = MetaTensor(torch.from_numpy(img[None]), meta={"filename_or_obj": "a.png"})
+    out_m = PBTSeg()(mt)
+    assert isinstance(out_m, MetaTensor) and out_m.meta["filename_or_obj"] == "a.png"
+    # parameters: an impossible area range finds nothing
+    t = PBTSeg(min_area=0.5)
+    assert not t(img[None]).any() and t.last_info["found"] is False
+    assert PBTSeg(PBTSegParams(border_brightening=True))(img[None]).any()
+
+
+def test_dict_transform_records_found_lungs_and_warns_once(caplog):
+    img = MetaTensor(torch.from_numpy(make_phantom(128, seed=1).image[None]), meta={"filename_or_obj": "x.png"})
+    d = PBTSegd(keys="image", lung_key="lung")({"image": img})
+    assert d["lung"].shape == (1, 128, 128) and d["lung"].dtype == torch.uint8
+    assert d["lung"].meta["lung_found"] and d["lung"].meta["lung_left_found"] and d["lung"].meta["lung_right_found"]
+    assert d["lung"].meta["lung_source"] == "computed"
+    with caplog.at_level(logging.WARNING, logger="bundle.lungs"):
+        d = PBTSegd()({"image": np.full((1, 64, 64), 0.5, np.float32)})
+    assert d["lung_meta_dict"]["lung_found"] is False and not d["lung"].any()
+    assert len([r for r in caplog.records if "no lung" in r.getMessage()]) == 1
+
+
+def test_dict_transform_reads_the_cache_and_falls_back(tmp_path, caplog):
+    root, cache = tmp_path / "ds", tmp_path / "ds" / "lungs"
+    ph = make_phantom(128, seed=3)
+    src = root / "train" / "healthy" / "a.png"
+    write_png(src, ph.image)
+    img = MetaTensor(torch.from_numpy(read_image(src)[0][None]), meta={"filename_or_obj": str(src)})
+    online = PBTSegd()({"image": img})["lung"]
+    assert online.meta["lung_source"] == "computed"
+    cached = lung_cache_path(src, root, cache)
+    assert cached == cache / "train" / "healthy" / "a.png"
+    t = PBTSegd(cache_dir=cache, dataset_dir=root)
+    assert t({"image": img})["lung"].meta["lung_source"] == "computed"  # not cached yet
+    write_png(cached, np.asarray(online[0]))
+    from_cache = t({"image": img})["lung"]
+    assert from_cache.meta["lung_source"] == "cache"
+    assert torch.equal(from_cache.as_tensor(), online.as_tensor())
+    write_png(cached, np.zeros((10, 10), np.uint8))  # wrong size: recomputed, with a warning
+    with caplog.at_level(logging.WARNING, logger="bundle.lungs"):
+        assert t({"image": img})["lung"].meta["lung_source"] == "computed"
+    assert any("computing instead" in r.getMessage() for r in caplog.records)
+
+
+def test_lung_cache_path_suffixes(tmp_path):
+    assert lung_cache_path(tmp_path / "a/b.nii.gz", tmp_path, tmp_path / "L") == tmp_path / "L/a/b.png"
+    assert lung_cache_path(tmp_path / "a/1.2.3", tmp_path, tmp_path / "L") == tmp_path / "L/a/1.2.3.png"
+    assert lung_cache_path(tmp_path / "a/c.DCM", tmp_path, tmp_path / "L") == tmp_path / "L/a/c.png"
+    assert lung_cache_path(tmp_path / "a/IM0001", tmp_path, tmp_path / "L") == tmp_path / "L/a/IM0001.png"
+    with pytest.raises(ValueError, match="not inside"):
+        lung_cache_path("/elsewhere/x.png", tmp_path, tmp_path / "L")
