@@ -263,7 +263,9 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
             index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
             image = (table[index] - lo) / (hi - lo) if hi > lo else np.zeros(index.shape)
             intensity = "voi_lut"
-        elif "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) >= 1:
+        elif ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "") and _first(
+            ds.WindowWidth
+        ) >= 1:  # an absent, empty or degenerate window means: no VOI given
             function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
             image = _window(np.asarray(values, np.float64), _first(ds.WindowCenter), _first(ds.WindowWidth), function)
             intensity = f"window_{function.lower()}"

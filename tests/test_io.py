@@ -209,6 +209,9 @@ def test_dicom_meta_records_rule(tmp_path):
     assert meta["format"] == "dicom" and meta["intensity"] == "window_linear+inverted"
     np.testing.assert_allclose(meta["spacing"], [0.2, 0.15])
     assert read_image(write_case("dcm_voi_lut", tmp_path))[1]["intensity"] == "voi_lut"
+    _dicom(tmp_path / "empty_window.dcm", pattern(), WindowCenter="", WindowWidth="")  # no VOI given
+    image, meta = read_image(tmp_path / "empty_window.dcm")
+    assert meta["intensity"] == "minmax" and np.allclose(image, EXPECTED, atol=1e-5)
 
 
 def test_undecodable_transfer_syntax_names_file_and_syntax(tmp_path):
