@@ -40,10 +40,9 @@ EXPECTED = pattern().astype(np.float32) / 255.0
 
 
 # ---------------------------------------------------------------------------------------------- writers per format
-def _pil(path, array, mode=None, **save):
+def _pil(path, array, **save):
     from PIL import Image
 
-    Image.fromarray(array, mode) if mode else None
     Image.fromarray(array).save(path, **save)
 
 
@@ -360,7 +359,7 @@ def test_load_cxr_transforms(case, tmp_path):
     assert isinstance(img, MetaTensor) and img.shape == (1, H, W) and img.dtype == torch.float32
     np.testing.assert_allclose(img[0].numpy(), EXPECTED, atol=1e-5)
     assert img.meta["filename_or_obj"] == str(path) and tuple(img.meta["spatial_shape"]) == (H, W)
-    assert img.meta["format"] == case[:3].replace("dcm", "dicom").replace("nii", "nifti").replace("png", "png")
+    assert img.meta["format"] == {"png": "png", "dcm": "dicom", "nii": "nifti"}[case[:3]]
     d = LoadCXRd(keys=["image", "other"], allow_missing_keys=True)({"image": str(path), "label": 1})
     assert d["label"] == 1 and "other" not in d and torch.equal(d["image"], img)
     plain = LoadImage(reader=CXRReader(), image_only=True, ensure_channel_first=True)(path)
