@@ -51,6 +51,7 @@ __all__ = [
     "AnomalyScored",
     "AnomalyMask",
     "AnomalyMaskd",
+    "ResizeToOriginald",
 ]
 
 logger = logging.getLogger(__name__)
@@ -353,4 +354,38 @@ class AnomalyMaskd(MapTransform):
         d = dict(data)
         lung = d.get(self.lung_key) if (self.restrict_to_lungs and self.lung_key) else None
         d[self.output_key] = self.masker(d[self.image_key], d[self.recon_key], lung)
+        return d
+
+
+class ResizeToOriginald(MapTransform):
+    """Resize (1, H', W') items back to the input's original (H, W), read from the reference item's meta.
+
+    Used for float outputs such as the error map, which look better interpolated (bilinear) than inverted
+    with the resampling mode of the preprocessing; masks use ``Invertd`` with nearest interpolation.
+
+    Args:
+        keys: items to resize.
+        ref_key: MetaTensor whose ``meta["original_shape"]`` (set by ``bundle.io.LoadCXR``) gives (H, W).
+        mode: ``torch.nn.functional.interpolate`` mode (``"bilinear"``, ``"nearest-exact"``, ...).
+        allow_missing_keys: skip absent keys.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, ref_key: str = "image", mode: str = "bilinear", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key, self.mode = ref_key, mode
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        meta = getattr(d[self.ref_key], "meta", {}) or {}
+        if "original_shape" not in meta:
+            raise KeyError(f"ResizeToOriginald: {self.ref_key!r} has no 'original_shape' in its meta.")
+        shape = tuple(int(v) for v in torch.as_tensor(meta["original_shape"]).reshape(-1)[:2])
+        for key in self.key_iterator(d):
+            x = _to_torch(d[key]).float()
+            if tuple(x.shape[-2:]) != shape:
+                kwargs = {"align_corners": False} if self.mode in ("bilinear", "bicubic") else {}
+                x = F.interpolate(_as_batch(x), size=shape, mode=self.mode, **kwargs).reshape(*x.shape[:-2], *shape)
+            d[key] = x
         return d
