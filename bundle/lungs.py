@@ -561,3 +561,129 @@ class PBTSegd(MapTransform):
                 d[f"{self.lung_key}_meta_dict"] = {**d.get(f"{self.lung_key}_meta_dict", {}), **found}
             d[self.lung_key] = lung
         return d
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Offline lung-map cache: ``python -m monai.bundle run lungs --config_file configs/preprocess.json``
+# ----------------------------------------------------------------------------------------------------------
+
+#: split folders whose images get lung maps: training data by default, evaluation data on request
+TRAIN_SPLITS = ("train",)
+TEST_SPLITS = ("val", "test")
+
+
+def lung_map_items(
+    dataset_dir: str | os.PathLike, output_dir: str | os.PathLike, include_test: bool = False
+) -> list:
+    """Work items (image -> lung map PNG) for a dataset in the published layout.
+
+    Images are the supported files under ``<dataset_dir>/train`` (plus ``val`` and ``test`` with
+    ``include_test``); a folder without ``train/`` is taken as a plain image folder (every supported image under
+    it except ``ground_truth/``). Outputs mirror the layout under ``output_dir`` (:func:`lung_cache_path`).
+    """
+    from bundle.data.datalist import scan_images
+    from bundle.offline import WorkItem
+
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_dir {root} is not a folder")
+    splits = TRAIN_SPLITS + (TEST_SPLITS if include_test else ())
+    if (root / "train").is_dir():
+        images = [p for s in splits if (root / s).is_dir() for p in scan_images(root / s)]
+    else:
+        images = [p for p in scan_images(root) if Path(p).relative_to(root.resolve()).parts[0] != "ground_truth"]
+    out = Path(output_dir)
+    return [WorkItem(str(p), (str(lung_cache_path(p, root, out)),)) for p in images]
+
+
+def compute_lung_map(item: Any, params: PBTSegParams | None = None) -> dict:
+    """Offline job function: read ``item.source``, run :func:`pbtseg` at the original resolution, write the
+    uint8 label map losslessly to ``item.outputs[0]`` (atomically; an empty map when no lung was found)."""
+    from bundle.io import read_image, write_png
+
+    image, _ = read_image(item.source)
+    labels, info = pbtseg(image, params)
+    write_png(item.outputs[0], labels)
+    flags = []
+    if not info["found"]:
+        flags.append("no lung")
+    elif len(info["lungs"]) == 1:
+        flags.append("one lung")
+    return {"flags": flags, "lungs": info["lungs"], "shape": list(labels.shape), "reason": info["reason"]}
+
+
+class LungMapJob:
+    """The offline lung-map cache job (run id ``lungs`` of ``configs/preprocess.json``).
+
+    Writes a lossless uint8 PNG label map for every training image (and validation/test images with
+    ``include_test``), mirroring the dataset layout under ``output_dir``, which :class:`PBTSegd` then reads with
+    ``cache_dir=output_dir``. Sharded across torchrun ranks, parallel, resumable and reported by
+    :func:`bundle.offline.run_offline_job`; rank 0 also writes ``lungs_report.json``/``.csv`` (images with no lung
+    carry the flag ``no lung``) and ``lungs_qa.png``, a montage of sampled images with their lung contours.
+
+    Args:
+        dataset_dir: the dataset root (published layout or a plain image folder).
+        output_dir: where the maps go; empty/None = ``<dataset_dir>/lungs``.
+        include_test: also the ``val/`` and ``test/`` images (bool or "true"/"false").
+        num_workers: worker processes per rank; None = CPU count / local ranks; 0 = in-process.
+        overwrite: recompute maps that already exist.
+        montage_size: number of images in the QA montage (0 = none).
+        progress: show a progress bar.
+        params: :class:`PBTSegParams` or a dict of its fields.
+    """
+
+    name = "lungs"
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike,
+        output_dir: str | os.PathLike | None = None,
+        include_test: bool | str = False,
+        num_workers: int | None = None,
+        overwrite: bool | str = False,
+        montage_size: int = 16,
+        progress: bool | str = True,
+        params: PBTSegParams | Mapping | None = None,
+    ) -> None:
+        from bundle.offline import as_bool
+
+        self.dataset_dir = Path(dataset_dir)
+        self.output_dir = Path(output_dir) if output_dir else self.dataset_dir / "lungs"
+        self.include_test = as_bool(include_test)
+        self.num_workers = None if num_workers in (None, "", "None") else int(num_workers)
+        self.overwrite = as_bool(overwrite)
+        self.montage_size = int(montage_size)
+        self.progress = as_bool(progress)
+        self.params = params if isinstance(params, PBTSegParams) else PBTSegParams(**dict(params or {}))
+
+    def run(self) -> dict:
+        """Run the job on this rank; returns the summary (see :func:`bundle.offline.run_offline_job`)."""
+        from functools import partial
+
+        from bundle.offline import run_offline_job
+
+        items = lung_map_items(self.dataset_dir, self.output_dir, self.include_test)
+        logger.info("lungs: %d images under %s -> %s", len(items), self.dataset_dir, self.output_dir)
+        return run_offline_job(
+            self.name, items, partial(compute_lung_map, params=self.params), self.output_dir,
+            num_workers=self.num_workers, overwrite=self.overwrite, progress=self.progress, after=self._montage,
+        )
+
+    def _montage(self, records: list[dict]) -> None:
+        """QA montage of evenly spaced images with their lung contours; no-lung images framed in red."""
+        from bundle.io import read_image, read_labels
+        from bundle.offline import contour_montage
+
+        ok = [r for r in records if r["status"] != "failed"]
+        if not ok or self.montage_size <= 0:
+            return
+        picks = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, min(self.montage_size, len(ok))).astype(int))]
+        tiles = []
+        for r in picks:
+            try:
+                tiles.append((read_image(r["source"])[0], read_labels(r["outputs"][0]), "no lung" in r["flags"]))
+            except Exception as e:  # the montage is a convenience: never fail the job for it
+                logger.warning("QA montage skips %s: %s", r["source"], e)
+        path = contour_montage(tiles, self.output_dir / "lungs_qa.png")
+        if path is not None:
+            logger.info("lungs: QA montage %s (lung 1 orange, lung 2 cyan; red frame = no lung)", path)
