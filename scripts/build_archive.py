@@ -50,11 +50,11 @@ def bundle_version(root: Path) -> str:
 
 def bundle_files(root: Path) -> list[str]:
     """Relative paths (posix) of every file that belongs in the archive, sorted."""
-    missing = [p for p in (*BUNDLE_DIRS, *BUNDLE_FILES) if not (root / p).exists()]
+    missing = [p for p in (*BUNDLE_DIRS, *BUNDLE_FILES) if p != "models" and not (root / p).exists()]
     if missing:
         raise FileNotFoundError(f"{root}: bundle part(s) missing: {', '.join(missing)}")
     files = list(BUNDLE_FILES)
-    for top in BUNDLE_DIRS:
+    for top in BUNDLE_DIRS:  # models/ may be absent: weights are not in git
         for dirpath, dirnames, filenames in os.walk(root / top):
             dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.endswith(".egg-info"))
             for f in sorted(filenames):

@@ -22,8 +22,10 @@ TORCH_REQ="torch==2.13.0"
 NODEPS_REQS="monai==1.6.1 monailabel==0.8.5 itk==5.4.7"
 # What monailabel imports to serve the monaibundle app, plus the bundle's own runtime imports
 # (bundle/ is put on sys.path by MONAI Label: scipy, scikit-image, pydicom, nibabel, pillow, tqdm, ignite).
+# pydicom-seg (imported at server start) needs numpy<2 and pydicom<3; the bundle reads DICOM with the
+# pydicom 3 API, so in this environment it serves PNG/JPEG/TIFF and NIfTI studies, not DICOM.
 DEPS_REQS="numpy<2 itk-core==5.4.7 itk-io==5.4.7 fastapi uvicorn pydantic pydantic-settings python-dotenv
-python-multipart httpx schedule timeloop expiring_dict cachetools watchdog psutil pydicom pydicom-seg
+python-multipart httpx schedule timeloop expiring_dict cachetools watchdog psutil pydicom<3 pydicom-seg
 dicomweb-client[gcp]>=0.59.1 pynrrd girder-client einops pyyaml filelock passlib pyjwt bcrypt shapely requests
 requests-toolbelt scipy scikit-image nibabel pillow tqdm pytorch-ignite==0.5.5 pylibjpeg pylibjpeg-libjpeg
 pylibjpeg-openjpeg pylibjpeg-rle"
@@ -69,16 +71,23 @@ if [[ ! -f "$STAMP" ]]; then
     echo "building MONAI Label venv in $VENV (takes a few minutes once)" >&2
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
-    pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-    "${pip[@]}" "$TORCH_REQ" >&2
-    "${pip[@]}" --no-deps $NODEPS_REQS >&2
-    # shellcheck disable=SC2086  # word splitting of the requirement list is intended
-    "${pip[@]}" "$TORCH_REQ" $DEPS_REQS >&2
+    pip_install() {  # quiet, the log shown on failure (pip notes monailabel's unmet optional requirements)
+        if ! "$VENV/bin/python" -m pip install --disable-pip-version-check "$@" >>"$VENV/.pip.log" 2>&1; then
+            tail -n 40 "$VENV/.pip.log" >&2
+            exit 1
+        fi
+    }
+    set -f  # word-split the requirement lists without globbing "[gcp]"
+    # shellcheck disable=SC2086
+    pip_install "$TORCH_REQ"
+    pip_install --no-deps $NODEPS_REQS
+    pip_install "$TORCH_REQ" $DEPS_REQS
+    set +f
     site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     mkdir -p "$site/torchvision"
     printf '"""Stand-in package: only torchvision.utils, see utils.py."""\n' >"$site/torchvision/__init__.py"
     printf '%s\n' "$SHIM_UTILS" >"$site/torchvision/utils.py"
-    "$VENV/bin/python" -c "import monailabel.main, monailabel.tasks.infer.bundle, monailabel.tasks.train.bundle, itk, scipy, skimage, pydicom, nibabel" >&2
+    "$VENV/bin/python" -c "import monailabel.app, monailabel.tasks.infer.bundle, monailabel.tasks.train.bundle, itk, scipy, skimage, pydicom, nibabel" >&2
     date -u +%FT%TZ >"$STAMP"
     echo "MONAI Label venv ready after $((SECONDS - start)) s" >&2
 fi
