@@ -192,12 +192,13 @@ def make_phantom(
     air = lung_soft * (0.46 + 0.3 * depth)
 
     # ---- soft tissue, abdomen, mediastinum -----------------------------------------------------------------
-    density = body * (0.25 + 0.4 * thickness) * (1.0 + 0.04 * _smooth_noise(rng, (h, w), 5))
+    density = body * (0.3 + 0.35 * np.sqrt(thickness)) * (1.0 + 0.04 * _smooth_noise(rng, (h, w), 5))
     abdomen = body * _soft_inside(-below_dome, 3 * edge) * _soft_inside(d - lateral - 0.02, 0.05)
     density += 0.3 * abdomen
-    gas_v = cp_v - 0.04 + uni(0.0, 0.05)
-    gas = np.exp(-(((u - 0.5 - lung_c) / 0.06) ** 2 + ((v - gas_v) / 0.035) ** 2)) * (v > dome_v) * ~left
-    density -= uni(0.05, 0.3) * gas * abdomen
+    # gastric bubble under the left hemidiaphragm (image right), kept apart from the lung by the diaphragm
+    gas_v = cp_v - 0.02 + uni(0.0, 0.05)
+    gas = np.exp(-(((u - 0.5 - lung_c) / 0.06) ** 2 + ((v - gas_v) / 0.035) ** 2)) * ~left
+    density -= uni(0.05, 0.22) * gas * abdomen * _smoothstep((v - dome_v) / 0.03)
     above_dome = _soft_inside(below_dome, 3 * edge)  # the heart and mediastinum sit on the diaphragm
     density += 0.35 * _soft_inside(medi_f, 2 * edge) * _smoothstep((v + 0.05) / 0.25) * above_dome
     density += 0.06 * _soft_inside(heart_f, 3 * edge) * above_dome
