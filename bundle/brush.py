@@ -83,8 +83,6 @@ class StampBank:
         widths: base stamp widths in pixels (one per brush size).
         scales: relative widths (e.g. bin centres of the per-stamp width jitter).
         n_angles: number of rotation steps over 360 degrees.
-        image_shape: (H, W) of the images to paint; stamps go into a canvas padded by the largest
-            stamp radius, so stamps may hang over the image border.
         min_value: texture values below this count as transparent when cropping.
     """
 
@@ -94,11 +92,9 @@ class StampBank:
         widths: tuple[float, ...],
         scales: tuple[float, ...],
         n_angles: int,
-        image_shape: tuple[int, int],
         min_value: float = 1.0 / 255,
     ) -> None:
         self.widths, self.scales, self.n_angles = tuple(widths), tuple(scales), int(n_angles)
-        self.image_shape = tuple(image_shape)
         th, tw = texture.shape
         half = self.n_angles // 2 if self.n_angles % 2 == 0 else 0
         self.patches: list[np.ndarray] = []
@@ -125,14 +121,16 @@ class StampBank:
                     centres.append(((rot.shape[0] - 1) // 2 - r0, (rot.shape[1] - 1) // 2 - c0))
         self.centres = np.asarray(centres, dtype=np.int64)
         shapes = np.asarray([p.shape for p in self.patches], dtype=np.int64)
+        # stamps go into a canvas padded by the largest stamp reach, so they may hang over the image border
         self.pad = int(max(self.centres.max(), (shapes - self.centres).max())) + 1
-        self.canvas_shape = (self.image_shape[0] + 2 * self.pad, self.image_shape[1] + 2 * self.pad)
 
     def variant(self, brush: np.ndarray, scale: np.ndarray, angle: np.ndarray) -> np.ndarray:
         """Flat variant indices for integer brush, scale-bin and angle-bin indices."""
         return (brush * len(self.scales) + scale) * self.n_angles + angle
 
-    def paint(self, rows: np.ndarray, cols: np.ndarray, variant: np.ndarray, opacity: np.ndarray) -> np.ndarray:
+    def paint(
+        self, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, variant: np.ndarray, opacity: np.ndarray
+    ) -> np.ndarray:
         """Composite stamps of one colour with alpha 'over' and return the coverage (alpha) map.
 
         A stamp with opacity ``a`` covers texel value ``t`` with alpha ``1 - (1 - a)^t`` (= ``a`` at
@@ -141,6 +139,7 @@ class StampBank:
         slicing gives the exact composite in any stamp order.
 
         Args:
+            shape: (H, W) of the image painted.
             rows, cols: (n,) integer stamp centres in image pixels (inside the image).
             variant: (n,) variant index of each stamp (see :meth:`variant`).
             opacity: (n,) stamp opacity in [0, 1).
@@ -148,8 +147,8 @@ class StampBank:
         Returns:
             (H, W) float32 alpha in [0, 1).
         """
-        h, w = self.image_shape
-        canvas = np.zeros(self.canvas_shape, np.float32)
+        h, w = shape
+        canvas = np.zeros((h + 2 * self.pad, w + 2 * self.pad), np.float32)
         variant = np.asarray(variant, np.int64)
         top = np.asarray(rows, np.int64) + self.pad - self.centres[variant, 0]
         left = np.asarray(cols, np.int64) + self.pad - self.centres[variant, 1]
@@ -165,15 +164,15 @@ class StampBank:
 _BANKS: OrderedDict = OrderedDict()
 
 
-def stamp_bank(texture: np.ndarray, texture_key, widths, scales, n_angles: int, image_shape) -> StampBank:
+def stamp_bank(texture: np.ndarray, texture_key, widths, scales, n_angles: int) -> StampBank:
     """A cached :class:`StampBank` (a few recent ones per process; building one takes ~0.1 s at 256 px).
 
     ``texture_key`` identifies the texture (e.g. its seed or file name) so it need not be hashed.
     """
-    key = (texture_key, tuple(round(float(w), 3) for w in widths), tuple(round(float(s), 4) for s in scales), n_angles, tuple(image_shape))
+    key = (texture_key, tuple(round(float(w), 3) for w in widths), tuple(round(float(s), 4) for s in scales), n_angles)
     bank = _BANKS.get(key)
     if bank is None:
-        bank = StampBank(texture, widths, scales, n_angles, image_shape)
+        bank = StampBank(texture, widths, scales, n_angles)
         _BANKS[key] = bank
         while len(_BANKS) > 6:
             _BANKS.popitem(last=False)

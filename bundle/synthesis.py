@@ -23,6 +23,7 @@ with the image, and an empty mask is redrawn a bounded number of times.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -59,7 +60,6 @@ class TextureAnomalyParams:
         control_offset: Bezier control point = chord midpoint + uniform offset in +-this, per axis.
         curve_samples: points sampled along each curve (stamps sit at random samples).
         brush_widths: base stamp widths, one layer per width and stroke.
-        brush_aspect: stamp height / width (the published texture is 110 x 170 px).
         stamp_spacing: stamp spacing as a fraction of the brush width (stamps = curve length / spacing).
         min_width_fraction: per-stamp width drawn uniformly in [fraction * width, width).
         opacity_range, flow_range: per-stamp alpha = uniform(opacity_range) * uniform(flow_range).
@@ -84,7 +84,6 @@ class TextureAnomalyParams:
     control_offset: float = 30.0
     curve_samples: int = 100
     brush_widths: tuple[float, ...] = (80.0, 50.0)
-    brush_aspect: float = BRUSH_SHAPE[0] / BRUSH_SHAPE[1]
     stamp_spacing: float = 0.05
     min_width_fraction: float = 0.3
     opacity_range: tuple[float, float] = (0.07, 0.3)
@@ -119,13 +118,16 @@ class TextureAnomalyParams:
             raise ValueError("curve_samples >= 2, crystal_seeds >= 1, width_steps >= 1 and angle_steps >= 1 are required")
 
 
+DEFAULT_PARAMS = TextureAnomalyParams()
+
+
 def _scale(shape: Sequence[int], params: TextureAnomalyParams) -> float:
+    """Pixel-length scale of an image of this (H, W) relative to the reference size."""
     return float(np.sqrt(shape[0] * shape[1])) / params.reference_size
 
 
-def _lung_filter_sizes(shape: Sequence[int], params: TextureAnomalyParams) -> tuple[int, float, int]:
-    """Dilation half-width, blur sigma and blur radius (px) of the soft lung mask at this image size."""
-    s = _scale(shape, params)
+def _lung_filter_sizes(s: float, params: TextureAnomalyParams) -> tuple[int, float, int]:
+    """Dilation half-width, blur sigma and blur radius (px) of the soft lung mask at length scale ``s``."""
     half = int(round((params.lung_dilation - 1) / 2 * s))
     ksize = params.lung_blur * s
     sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8  # OpenCV's sigma for a kernel of this size
@@ -135,67 +137,83 @@ def _lung_filter_sizes(shape: Sequence[int], params: TextureAnomalyParams) -> tu
 
 def lung_margin(shape: Sequence[int], params: TextureAnomalyParams | None = None) -> int:
     """How far (px, chessboard distance) outside the lungs an anomaly can reach: dilation plus blur radius."""
-    half, _, radius = _lung_filter_sizes(shape, params or TextureAnomalyParams())
+    params = params or DEFAULT_PARAMS
+    half, _, radius = _lung_filter_sizes(_scale(shape, params), params)
     return half + radius
 
 
-def soft_lung_mask(lung: np.ndarray, params: TextureAnomalyParams | None = None) -> np.ndarray:
+def soft_lung_mask(lung: np.ndarray, params: TextureAnomalyParams | None = None, scale: float | None = None) -> np.ndarray:
     """Lung mask dilated with a square and blurred with a truncated Gaussian, in [0, 1].
 
     Args:
         lung: (H, W) label map, any value > 0 is lung.
         params: synthesis parameters (``lung_dilation``, ``lung_blur``).
+        scale: pixel-length scale (default: from ``lung.shape``; give it when ``lung`` is a crop).
 
     Returns:
         (H, W) float32; zero beyond :func:`lung_margin` px (chessboard distance) of the lungs.
     """
-    params = params or TextureAnomalyParams()
-    half, sigma, radius = _lung_filter_sizes(lung.shape, params)
-    m = (lung > 0).astype(np.float32)
+    params = params or DEFAULT_PARAMS
+    half, sigma, radius = _lung_filter_sizes(_scale(lung.shape, params) if scale is None else scale, params)
+    m = (lung > 0).astype(np.uint8)
     if half > 0:
-        m = _box_max(m, half)
-    if radius > 0:
-        # the blur runs at reduced resolution; clamping to the truncated kernel's reach keeps the support exact
-        m = _smooth(m, sigma) * _box_max(m, radius)
-    return m
+        m = ndi.maximum_filter1d(ndi.maximum_filter1d(m, 2 * half + 1, axis=0, mode="constant"), 2 * half + 1, axis=1, mode="constant")
+    m = m.astype(np.float32)
+    return _smooth(m, sigma, reach=radius) if radius > 0 else m
 
 
-def _box_max(x: np.ndarray, half: int) -> np.ndarray:
-    """Maximum over a (2 half + 1) square (a dilation for masks), linear time in the pixels."""
-    return ndi.maximum_filter1d(ndi.maximum_filter1d(x, 2 * half + 1, axis=0, mode="constant"), 2 * half + 1, axis=1, mode="constant")
+def _smooth(x: np.ndarray, sigma: float, reach: int | None = None) -> np.ndarray:
+    """Gaussian blur (sigma in px, zero outside the image), at reduced resolution for large sigma.
 
-
-def _smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur (sigma in px, zero outside), at reduced resolution when sigma is large.
-
-    For sigma >= 4 px the image is block-averaged by ``f = sigma // 2``, blurred with the remaining
+    For sigma >= 5 px the image is block-averaged by ``f = sigma // 2.5``, blurred with the remaining
     sigma and bilinearly upsampled: a few tenths of a millisecond instead of a few milliseconds.
+
+    Args:
+        x: (H, W) float32 image.
+        sigma: Gaussian standard deviation in pixels.
+        reach: if given, the kernel is truncated so that no value spreads farther than this many
+            pixels (chessboard distance), including the block averaging and upsampling; else 3 sigma.
     """
     if sigma < 0.3:
         return x
-    f = int(sigma // 2)
-    if f <= 1:
-        return ndi.gaussian_filter(x, sigma, truncate=3.0, mode="constant")
+    f = max(1, int(sigma // 2.5))
+    if f == 1:
+        radius = int(3 * sigma + 0.5) if reach is None else reach
+        return ndi.gaussian_filter(x, sigma, truncate=(radius + 0.25) / sigma, mode="constant")
     h, w = x.shape
     hp, wp = -(-h // f) * f, -(-w // f) * f
-    small = np.pad(x, ((0, hp - h), (0, wp - w))).reshape(hp // f, f, wp // f, f).mean((1, 3))
+    if (hp, wp) != (h, w):
+        x = np.pad(x, ((0, hp - h), (0, wp - w)))
+    small = np.zeros((hp // f, wp // f), np.float32)
+    for i in range(f):
+        for j in range(f):
+            small += x[i::f, j::f]
+    small *= np.float32(1.0 / (f * f))
     rest = np.sqrt(max(sigma**2 - (f * f - 1) / 12.0, 0.25)) / f
-    small = ndi.gaussian_filter(small, rest, truncate=3.0, mode="constant")
+    # a low-res value reaches r * f + 1.5 f full-res pixels after block averaging and upsampling
+    radius = int(3 * rest + 0.5) if reach is None else max(0, int((reach - 1.5 * f) // f))
+    small = ndi.gaussian_filter(small, rest, truncate=(radius + 0.25) / rest, mode="constant")
     return _upsample(small, f, (h, w))
 
 
 def _upsample(small: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling by an integer factor (pixel centres aligned, edges clamped), cropped to ``shape``."""
-    out = small
-    for axis, n in enumerate(shape):
-        pos = np.clip((np.arange(n) + 0.5) / f - 0.5, 0, small.shape[axis] - 1)
-        lo = np.minimum(pos.astype(np.int64), small.shape[axis] - 2) if small.shape[axis] > 1 else np.zeros(n, np.int64)
-        t = (pos - lo).astype(np.float32)
-        hi = np.minimum(lo + 1, small.shape[axis] - 1)
-        t = t[:, None] if axis == 0 else t[None, :]
-        a, b = np.take(out, lo, axis=axis), np.take(out, hi, axis=axis)
-        out = a + (b - a) * t
-    return out
+    # output pixel f*i + j lies at low-res coordinate i + (j + 0.5) / f - 0.5: a fixed blend of two neighbours
+    pad = np.pad(small, 1, mode="edge")
+    n0, n1 = small.shape
+    tmp = np.empty((n0 * f, n1 + 2), np.float32)
+    for j in range(f):
+        d = (j + 0.5) / f - 0.5
+        lo = int(np.floor(d))
+        t = np.float32(d - lo)
+        tmp[j::f] = pad[1 + lo : 1 + lo + n0] * (1 - t) + pad[2 + lo : 2 + lo + n0] * t
+    out = np.empty((n0 * f, n1 * f), np.float32)
+    for j in range(f):
+        d = (j + 0.5) / f - 0.5
+        lo = int(np.floor(d))
+        t = np.float32(d - lo)
+        out[:, j::f] = tmp[:, 1 + lo : 1 + lo + n1] * (1 - t) + tmp[:, 2 + lo : 2 + lo + n1] * t
+    return out[: shape[0], : shape[1]]
 
 
 def _crystallize(a: np.ndarray, n_seeds: int, factor: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +266,8 @@ class _Brush:
             tex = np.asarray(brush, np.float32)
             if tex.ndim != 2 or not tex.max() > 0:
                 raise ValueError(f"brush array must be a non-black 2D texture, got shape {tex.shape}")
-            self.texture, self.key = tex / tex.max(), ("array", id(brush))
+            self.texture = tex / tex.max()
+            self.key = ("array", hashlib.sha1(self.texture.tobytes()).hexdigest(), self.texture.shape)
         else:
             self.texture, self.key = load_brush(brush), ("file", str(brush))
 
@@ -263,17 +282,18 @@ def _default_brush(seed: int = 0) -> _Brush:
 
 
 def _paint_strokes(
-    lung: np.ndarray, labels: np.ndarray, params: TextureAnomalyParams, brush: _Brush, rng: np.random.RandomState
+    lung: np.ndarray, labels: np.ndarray, s: float, params: TextureAnomalyParams, brush: _Brush, rng: np.random.RandomState
 ) -> tuple[np.ndarray, int]:
     """Layer A: Bezier strokes of jittered stamps between random lung points. Returns (alpha, strokes)."""
     h, w = lung.shape
-    s = _scale((h, w), params)
     counts = _draw_stroke_counts(len(labels), params, rng)
     flat = lung.ravel()
+    inside = np.flatnonzero(flat)
+    inside_label = flat[inside]
     ends = []
     for label, n in zip(labels, counts):
         if n:
-            where = np.flatnonzero(flat == label)
+            where = inside[inside_label == label]
             ends.append(where[rng.randint(0, where.size, size=(n, 2))])
     ends = np.concatenate(ends)
     p0 = np.stack(np.divmod(ends[:, 0], w), -1).astype(np.float64)
@@ -286,30 +306,27 @@ def _paint_strokes(
 
     widths = tuple(bw * s for bw in params.brush_widths)
     lo = params.min_width_fraction
-    bins = (lo + (1 - lo) * (np.arange(params.width_steps) + 0.5) / params.width_steps) if lo < 1 else np.ones(1)
-    bank = stamp_bank(brush.texture, brush.key + (params.brush_aspect,), widths, tuple(bins), params.angle_steps, (h, w))
+    steps = params.width_steps if lo < 1 else 1
+    bins = lo + (1 - lo) * (np.arange(steps) + 0.5) / steps
+    bank = stamp_bank(brush.texture, brush.key, widths, tuple(bins), params.angle_steps)
     rows, cols, variants, alphas = [], [], [], []
     for b, width in enumerate(widths):
         per_stroke = np.maximum(1, (lengths / (params.stamp_spacing * width)).astype(np.int64))
         n = int(per_stroke.sum())
-        stroke = np.repeat(np.arange(len(curves)), per_stroke)
-        pts = curves[stroke, rng.randint(0, params.curve_samples, size=n)]
+        pts = curves[np.repeat(np.arange(len(curves)), per_stroke), rng.randint(0, params.curve_samples, size=n)]
         frac = rng.uniform(lo, 1.0, size=n)
-        angle = rng.uniform(0.0, 360.0, size=n)
-        alpha = rng.uniform(*params.opacity_range, size=n) * rng.uniform(*params.flow_range, size=n)
+        angle = rng.uniform(0.0, params.angle_steps, size=n)  # in angle steps of 360 / angle_steps degrees
+        alphas.append(rng.uniform(*params.opacity_range, size=n) * rng.uniform(*params.flow_range, size=n))
         rows.append(np.clip(np.rint(pts[:, 0]), 0, h - 1).astype(np.int64))
         cols.append(np.clip(np.rint(pts[:, 1]), 0, w - 1).astype(np.int64))
-        scale_bin = np.minimum(((frac - lo) / max(1 - lo, 1e-9) * len(bins)).astype(np.int64), len(bins) - 1)
-        angle_bin = np.rint(angle / 360.0 * params.angle_steps).astype(np.int64) % params.angle_steps
-        variants.append(bank.variant(np.full(n, b), scale_bin, angle_bin))
-        alphas.append(alpha)
-    a = bank.paint(np.concatenate(rows), np.concatenate(cols), np.concatenate(variants), np.concatenate(alphas))
+        scale_bin = np.minimum(((frac - lo) / max(1 - lo, 1e-9) * steps).astype(np.int64), steps - 1)
+        variants.append(bank.variant(b, scale_bin, np.rint(angle).astype(np.int64) % params.angle_steps))
+    a = bank.paint((h, w), np.concatenate(rows), np.concatenate(cols), np.concatenate(variants), np.concatenate(alphas))
     return a * np.float32(params.layer_alpha), int(counts.sum())
 
 
-def _effects(a: np.ndarray, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
+def _effects(a: np.ndarray, s: float, n_seeds: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
     """Composite B, C, D over A (one colour, so 'over' multiplies the uncovered fractions)."""
-    s = _scale(a.shape, params)
     layers: dict[str, np.ndarray] = {}
     order = params.composite_order
     if "B" in order:
@@ -317,7 +334,7 @@ def _effects(a: np.ndarray, params: TextureAnomalyParams, rng: np.random.RandomS
     if "C" in order or "D" in order:
         # Voronoi cells are ~11 px wide at 256 px: labelling them on a 2x coarser grid is invisible after D's blur
         factor = max(1, int(round(2 * s)))
-        c, c_small = _crystallize(a, params.crystal_seeds, factor, rng)
+        c, c_small = _crystallize(a, n_seeds, factor, rng)
         layers["C"] = c * np.float32(params.crystal_alpha)
         sigma = params.crystal_blur_radius * s / factor
         d_small = ndi.gaussian_filter(c_small, sigma, truncate=3.0, mode="nearest") if sigma > 0.3 else c_small
@@ -338,6 +355,9 @@ def synthesize_texture_anomaly(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Paint one texture anomaly into the lungs of an image.
 
+    Work is confined to the lungs' bounding box grown by :func:`lung_margin` (nothing outside it can
+    change); Voronoi seeds keep the published density (``crystal_seeds`` per image).
+
     Args:
         image: (H, W) float image in [0, 1], bright bone.
         lung: (H, W) integer lung label map (0 background; every positive label is one lung).
@@ -349,35 +369,47 @@ def synthesize_texture_anomaly(
     Returns:
         ``(anomalous, mask, info)``: (H, W) float32 image (never darker than ``image``), (H, W) uint8
         0/1 mask, and a dict with ``anomaly`` (bool), ``area`` (mask fraction of the image),
-        ``lung_fraction`` (mask fraction of the lungs), ``strokes`` and ``reason``.
+        ``lung_fraction`` (mask area / lung area), ``strokes``, ``attempts`` and ``reason``.
     """
-    params = params or TextureAnomalyParams()
+    params = params or DEFAULT_PARAMS
     brush = brush or _default_brush()
     image = np.asarray(image, np.float32)
     lung = np.asarray(lung)
     if image.ndim != 2 or lung.shape != image.shape:
         raise ValueError(f"need (H, W) image and lung map of the same shape, got {image.shape} and {lung.shape}")
+    if lung.dtype.kind not in "ui":
+        lung = lung.astype(np.int64)
     info = _NO_ANOMALY("")
-    lung_i = lung.astype(np.int64, copy=False)
-    sizes = np.bincount(np.clip(lung_i, 0, None).ravel())
-    labels = np.flatnonzero(sizes)
-    labels = labels[labels > 0]
+    sizes = np.bincount(np.clip(lung, 0, None).ravel()) if lung.dtype.kind == "i" else np.bincount(lung.ravel())
+    labels = np.flatnonzero(sizes[1:]) + 1
+    out, mask = image.copy(), np.zeros(image.shape, np.uint8)
     if labels.size == 0:
         info["reason"] = "no lung"
-        return image.copy(), np.zeros(image.shape, np.uint8), info
+        return out, mask, info
 
+    h, w = image.shape
+    s = _scale((h, w), params)
     sub = max(1, int(np.sqrt(image.size / 16384)))  # the percentile of ~16k evenly spread pixels
     grey = np.float32(np.percentile(image[::sub, ::sub], params.grey_percentile))
-    soft = soft_lung_mask(lung_i, params)
-    weight = soft * (params.rib_weight * image + (1.0 - params.rib_weight)) * np.float32(params.alpha_gain)
+    # the region anomalies can reach: the lungs' bounding box grown by the soft-mask margin
+    m = lung_margin((h, w), params)
+    any_rows, any_cols = np.flatnonzero((lung > 0).any(1)), np.flatnonzero((lung > 0).any(0))
+    r0, r1 = max(0, any_rows[0] - m), min(h, any_rows[-1] + m + 1)
+    c0, c1 = max(0, any_cols[0] - m), min(w, any_cols[-1] + m + 1)
+    roi = (slice(r0, r1), slice(c0, c1))
+    img, lung_roi = image[roi], lung[roi]
+    n_seeds = max(1, int(round(params.crystal_seeds * img.size / image.size)))
+    weight = soft_lung_mask(lung_roi, params, s)
+    weight *= (np.float32(params.rib_weight) * img + np.float32(1.0 - params.rib_weight)) * np.float32(params.alpha_gain)
     for attempt in range(1, max(1, max_attempts) + 1):
-        a, strokes = _paint_strokes(lung_i, labels, params, brush, rng)
-        alpha = np.clip(_effects(a, params, rng) * weight, 0.0, 1.0)
-        mask = (alpha > params.mask_threshold).astype(np.uint8)
-        if mask.any():
+        a, strokes = _paint_strokes(lung_roi, labels, s, params, brush, rng)
+        alpha = np.minimum(_effects(a, s, n_seeds, params, rng) * weight, 1.0)
+        mask_roi = alpha > params.mask_threshold
+        if mask_roi.any():
             break
-    out = np.maximum(image + alpha * (grey - image), image)
-    area = int(mask.sum())
+    out[roi] = np.maximum(img + alpha * (grey - img), img)
+    mask[roi] = mask_roi
+    area = int(mask_roi.sum())
     info.update(
         anomaly=area > 0,
         area=area / mask.size,
@@ -386,7 +418,7 @@ def synthesize_texture_anomaly(
         attempts=attempt,
         reason="" if area else "empty mask",
     )
-    return out.astype(np.float32), mask, info
+    return out, mask, info
 
 
 class RandTextureAnomaly(Randomizable, Transform):
