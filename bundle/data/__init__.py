@@ -11,9 +11,12 @@ from typing import Any
 _EXPORTS = {
     "Phantom": "phantoms",
     "make_phantom": "phantoms",
+    "phantom_montage": "phantoms",
     "write_demo_dataset": "demo",
     "demo_dataset_dir": "demo",
     "DatalistError": "datalist",
+    "DatalistWarning": "datalist",
+    "datalist_from_json": "datalist",
     "build_datalist": "datalist",
     "datalist_from_folders": "datalist",
     "datalist_from_csv": "datalist",

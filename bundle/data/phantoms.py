@@ -306,6 +306,8 @@ def _opacities(
     h, w = lung_map.shape
     opacity = np.zeros((h, w), np.float32)
     rows, cols = np.nonzero(lung_map)
+    if len(rows) == 0:
+        return opacity
 
     def random_lung_point() -> tuple[float, float]:
         k = rng.integers(len(rows))
