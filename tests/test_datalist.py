@@ -50,6 +50,23 @@ def _mask(path: Path, shape=(16, 16)) -> Path:
     return path
 
 
+def _dicom(path: Path, shape=(16, 16)) -> Path:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = shape[0], shape[1], 1, "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.full(shape, 1000, np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def _layout(root: Path, n_train=3, n_healthy=2, n_diseased=2) -> Path:
     for i in range(n_train):
         _img(root / "train" / "healthy" / f"t{i}.png")
@@ -147,6 +164,10 @@ def test_masks_in_both_locations_any_extension(tmp_path):
     _mask(root / "ground_truth" / "diseased" / "b.dcm.png")  # name with dots: stem is "b.dcm"
     _mask(root / "ground_truth" / "diseased" / "c.nii.gz")
     _mask(root / "ground_truth" / "mask_d.png")  # QaTa-COV19 naming
+    _dicom(root / "test" / "diseased" / "IM0001", shape=(16, 16))  # DICOM without extension
+    _mask(root / "ground_truth" / "diseased" / "IM0001.png")
+    _dicom(root / "test" / "diseased" / "f.dcm", shape=(24, 16))
+    _mask(root / "ground_truth" / "diseased" / "f.png", shape=(24, 16))
     _img(root / "val" / "healthy" / "v.png")
     with pytest.warns(DatalistWarning, match=r"1 diseased images have no ground-truth mask(.|\n)*e\.png"):
         d = datalist_from_folders(root)
@@ -156,6 +177,13 @@ def test_masks_in_both_locations_any_extension(tmp_path):
     assert masks["c.jpg"].endswith("c.nii.gz")
     assert masks["d.png"].endswith("mask_d.png")
     assert masks["e.png"] is None  # never a default mask
+    assert masks["IM0001"].endswith("IM0001.png") and masks["f.dcm"].endswith("f.png")
+    with pytest.warns(DatalistWarning, match="e.png"):
+        assert len(datalist_from_folders(root, verify=True)["test"]) == 7
+    _mask(root / "ground_truth" / "diseased" / "f.png", shape=(16, 24))  # DICOM header says 24 rows x 16 columns
+    with pytest.raises(DatalistError, match=r"f.png: mask size 16x24 differs from its image .*f.dcm \(24x16\)"):
+        with pytest.warns(DatalistWarning, match="e.png"):
+            datalist_from_folders(root)
     assert [Path(e["image"]).name for e in d["validation"]] == ["v.png"]
 
 

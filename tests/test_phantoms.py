@@ -41,6 +41,17 @@ def test_contract_and_anatomy(size, phantom):
     assert np.mean(np.broadcast_to(cols, shape)[p.lung == 1]) < w / 2 < np.mean(np.broadcast_to(cols, shape)[p.lung == 2])
 
 
+def test_anatomy_over_many_seeds():
+    """Every seed gives two single, lung-sized fields on the right sides (small clean images: cheap)."""
+    for seed in range(40):
+        p = make_phantom((72, 64), seed=seed, noise=False)
+        cols = np.broadcast_to(np.arange(64)[None, :], p.lung.shape)
+        for label in (1, 2):
+            lung = p.lung == label
+            assert 0.03 < lung.mean() < 0.15 and ndimage.label(lung)[1] == 1, (seed, label)
+        assert cols[p.lung == 1].max() < 32 <= cols[p.lung == 2].min(), seed
+
+
 def test_lungs_darker_than_their_surroundings(phantom):
     """What an unsupervised threshold segmenter relies on; ribs still cross the lungs."""
     for seed in range(4):
