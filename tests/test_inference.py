@@ -221,3 +221,17 @@ def test_empty_folder_is_a_clear_error(tmp_path):
         e = e.__cause__ or e.__context__
     assert any("no supported images found under" in m and "empty" in m for m in chain), chain
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_inference_config_has_the_standard_ids(first_run):
+    """The zoo's inference properties (bundle_root, device, dataset_dir, dataset, evaluator, network_def,
+    inferer, preprocessing, postprocessing, output_dir) are all present and resolvable."""
+    from monai.bundle import ConfigWorkflow
+
+    tmp = first_run["tmp"]
+    workflow = ConfigWorkflow(
+        config_file=CONFIG, meta_file=META, workflow_type="infer", dataset_dir=str(first_run["inputs"] / "raster"),
+        output_dir=str(tmp / "props"), ckpt_path=str(tmp / "model.pt"),
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
