@@ -264,9 +264,12 @@ class AnomalyEvaluationReport:
         ):
             files.update(roc="roc.png", pr="pr.png")
         if self.dice.values:
-            cases, title = self.best.items() + self.worst.items(), "best (top) and worst (bottom) Dice"
+            first, second, title = self.best.items(), self.worst.items(), "best (top) and worst (bottom) Dice"
         else:
-            cases, title = self.misses.items() + self.false_alarms.items(), "lowest-scored diseased, highest-scored healthy"
+            first, second = self.misses.items(), self.false_alarms.items()
+            title = "lowest-scored diseased (top), highest-scored healthy (bottom)"
+        shown = {c["caption"] for c in first}  # small test sets: a case is never shown twice
+        cases = first + [c for c in reversed(second) if c["caption"] not in shown]
         if save_montage(out / "montage.png", cases, title=title):
             files["montage"] = "montage.png"
         notes = []

@@ -164,7 +164,7 @@ def save_montage(path: str | os.PathLike, cases: Sequence[dict], title: str = ""
 
     if not cases:
         return None
-    fig = Figure(figsize=(5.0, 2.6 * len(cases)))
+    fig = Figure(figsize=(5.0, 2.6 * len(cases)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(cases), 2))
     for row, case in zip(axes, cases):
         gt = case.get("mask")
