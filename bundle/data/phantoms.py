@@ -192,7 +192,7 @@ def make_phantom(
     air = lung_soft * (0.46 + 0.3 * depth)
 
     # ---- soft tissue, abdomen, mediastinum -----------------------------------------------------------------
-    density = body * (0.3 + 0.35 * np.sqrt(thickness)) * (1.0 + 0.04 * _smooth_noise(rng, (h, w), 5))
+    density = body * (0.38 + 0.27 * np.sqrt(thickness)) * (1.0 + 0.04 * _smooth_noise(rng, (h, w), 5))
     abdomen = body * _soft_inside(-below_dome, 3 * edge) * _soft_inside(d - lateral - 0.02, 0.05)
     density += 0.3 * abdomen
     # gastric bubble under the left hemidiaphragm (image right), kept apart from the lung by the diaphragm
@@ -210,15 +210,17 @@ def make_phantom(
     hilum_v = uni(0.4, 0.46)
     dh, dv = d - 0.09, v - hilum_v
     r_hilum = np.sqrt(dh**2 + dv**2)
-    bend = 0.25 * _smooth_noise(rng, (h, w), 8)
+    bend = 0.3 * _smooth_noise(rng, (h, w), 10)
     theta = np.arctan2(dv, dh) + bend
     spokes = rng.standard_normal(160).astype(np.float32)
     streak = np.interp(theta, np.linspace(-np.pi, np.pi, 160), spokes).astype(np.float32)
-    streak = np.clip(1.0 - np.abs(streak) / 0.5, 0, 1) ** 2  # thin radial lines at the zero crossings
+    # thin lines at the zero crossings, tapering (in angle) away from the hilum as real vessels do
+    taper = np.clip(0.06 / (r_hilum + 0.02), 0.25, 1.2)
+    streak = np.clip(1.0 - np.abs(streak) / (0.45 * taper), 0, 1) ** 2
     breaks = _smoothstep(_smooth_noise(rng, (h, w), 14) + 0.6)
     vessels = streak * breaks * np.exp(-r_hilum / 0.14)
     hila = np.exp(-((r_hilum / 0.05) ** 2)) * (1 + 0.3 * _smooth_noise(rng, (h, w), 30))
-    density += lung_soft * (0.3 * vessels + 0.2 * hila + 0.03 * _smooth_noise(rng, (h, w), 40))
+    density += lung_soft * (0.4 * vessels + 0.2 * hila + 0.03 * _smooth_noise(rng, (h, w), 40))
 
     # ---- bones ---------------------------------------------------------------------------------------------
     bone = np.zeros((h, w), np.float32)
