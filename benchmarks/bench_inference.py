@@ -11,7 +11,7 @@ Prints, on CPU:
 
 Usage::
 
-    python benchmarks/bench_inference.py [--sizes 100 1000] [--repeats 20] [--skip_folder]
+    python benchmarks/bench_inference.py [--sizes 100 1000] [--repeats 20] [--threads 2] [--skip_folder]
 
 The weights are a freshly initialised ``network_def`` (speed and memory do not depend on their values).
 """
@@ -65,7 +65,7 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_model(repeats: int) -> None:
+def bench_model(repeats: int, threads_for_batches: int) -> None:
     net = _network()
     image = torch.rand(1, 1, 256, 256)
     print("1. latency per 256x256 image (UNet forward + error map + score + mask), CPU")
@@ -73,8 +73,8 @@ def bench_model(repeats: int) -> None:
         torch.set_num_threads(threads)
         t = _median_seconds(lambda: _step(net, image), repeats)
         print(f"   {threads} thread(s): {t * 1000:7.1f} ms/image")
-    torch.set_num_threads(2)
-    print("2. batch throughput, 2 threads")
+    torch.set_num_threads(threads_for_batches)
+    print(f"2. batch throughput, {threads_for_batches} thread(s)")
     for bs in (1, 4, 8, 16):
         batch = torch.rand(bs, 1, 256, 256)
         t = _median_seconds(lambda: _step(net, batch), max(3, repeats // bs))
@@ -105,7 +105,8 @@ def bench_folder(sizes: list[int]) -> None:
 
     from bundle.data.phantoms import make_phantom
 
-    print("3. complete inference runs (python -m monai.bundle run, CPU, batch 4, all outputs written)")
+    threads = os.environ["OMP_NUM_THREADS"]
+    print(f"3. complete inference runs (python -m monai.bundle run, CPU, {threads} thread(s), batch 4, all outputs written)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.save(_network().state_dict(), tmp / "model.pt")
@@ -139,10 +140,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000], help="folder sizes for the RSS runs")
     parser.add_argument("--repeats", type=int, default=20, help="timed repetitions for the latency figures")
     parser.add_argument("--skip_folder", action="store_true", help="skip the complete-run memory benchmark")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for the throughput and folder runs")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the bundle runs started below
     print(f"torch {torch.__version__}, CPU, {os.cpu_count()} logical cores")
-    bench_model(args.repeats)
+    bench_model(args.repeats, args.threads)
     if not args.skip_folder:
         bench_folder(args.sizes)
 

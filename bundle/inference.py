@@ -80,7 +80,8 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
             :data:`DERIVED_FOLDERS`, hidden files and the side-car files of :data:`SIDECAR_EXTENSIONS`; any
             other file that is not a supported image is kept, to be reported as skipped), a datalist file (JSON or CSV, see ``bundle.data.build_datalist``: its
             ``test`` entries, or all entries when it has none), or a single image file.
-        exclude: folders whose files are never taken as inputs (e.g. the output folder inside the input).
+        exclude: folders whose files are never taken as inputs (e.g. the output folder inside the input);
+            a folder input that is itself excluded is an error.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -94,6 +95,8 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
     skip = [Path(e).resolve() for e in exclude if e]
     if src.is_dir():
         root = src.resolve()
+        if root in skip:
+            raise ValueError(f"output_dir must not be the input folder itself ({root}): choose another folder.")
         skip += [root / name for name in DERIVED_FOLDERS]
         files = []
         for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
