@@ -79,7 +79,7 @@ lung_spec = st.tuples(
 ) | st.none()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), left=lung_spec, right=lung_spec, img_seed=st.integers(0, 1000), level=st.sampled_from(["cxr", "black", "white", "noise"]))
 def test_properties_random_lungs_and_images(seed, left, right, img_seed, level):
     lung = ellipse_lungs(SIZE, left, right)
@@ -96,7 +96,7 @@ def test_properties_random_lungs_and_images(seed, left, right, img_seed, level):
     assert info["anomaly"] == bool(mask.any())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     rows=st.tuples(st.floats(0.3, 0.7), st.floats(0.3, 0.7)),
@@ -259,3 +259,60 @@ def test_larger_images_scale():
     out, mask, info = synthesize_texture_anomaly(img, lung, np.random.RandomState(0))
     check_properties(img, lung, out, mask)
     assert mask.any()
+
+
+# ---- offline variants: `monai.bundle run synthesize` -----------------------------------------------------------
+
+
+def test_offline_synthesize_job_resume_and_datalist(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bundle.data.phantoms import make_phantom
+    from bundle.io import read_image, read_labels, write_png
+    from bundle.synthetic import SyntheticAnomalyJob, offline_variant_datalist, synthesis_items
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path / "demo"  # published layout; one image in a subfolder, one test image that must be left alone
+    for k, rel in enumerate(["train/healthy/a.png", "train/healthy/b.png", "train/healthy/site2/c.png", "train/healthy/d.png",
+                             "test/healthy/t.png"]):
+        write_png(root / rel, make_phantom(64, seed=k).image, bits=16)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "synthesize", "--config_file", str(repo / "configs/preprocess.json"),
+           "--dataset_dir", str(root), "--num_workers", "2", "--progress", "false"]
+    res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    syn = root / "synthetic"
+    report = json.loads((syn / "synthesize_report.json").read_text())
+    assert report["summary"]["done"] == 4 and report["summary"]["failed"] == 0
+    items = synthesis_items(root, syn)
+    assert all(1 <= it.extra["variants"] <= 3 for it in items) and len({it.extra["variants"] for it in items}) >= 1
+    for it in items:
+        healthy, _ = read_image(it.source)
+        for k in range(it.extra["variants"]):
+            v, m = it.outputs[2 * k], it.outputs[2 * k + 1]
+            assert v.endswith(f"_v{k + 1}.png") and m.endswith(f"_v{k + 1}_mask.png") and "/synthetic/train/healthy/" in v
+            img, mask = read_image(v)[0], read_labels(m)
+            assert set(np.unique(mask)) <= {0, 1} and mask.any()
+            assert (img >= healthy - 1e-3).all() and np.abs(img - healthy)[mask == 0].mean() < 0.02
+    assert (syn / "synthesize_qa.png").is_file() and (syn / "train/healthy/site2").is_dir()
+    assert not list(syn.glob("test/**/*.png")), "only training images get variants"
+
+    # resume: a deleted and a damaged output are redone identically, everything else is skipped
+    first = Path(items[0].outputs[0])
+    original = first.read_bytes()
+    first.unlink()
+    Path(items[1].outputs[1]).write_bytes(b"not a png")
+    summary = SyntheticAnomalyJob(root, num_workers=0, progress=False).run()
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 2, 0)
+    assert first.read_bytes() == original, "a rerun must reproduce the same variant"
+
+    entries = offline_variant_datalist(root)
+    assert len(entries) == sum(it.extra["variants"] for it in items)
+    assert {e["target"] for e in entries} == {it.source for it in items}
+    assert all(e["anomaly_mask"].endswith("_mask.png") and Path(e["image"]).is_file() for e in entries)
+    only = offline_variant_datalist(root, images=[{"image": items[0].source}])
+    assert {e["target"] for e in only} == {items[0].source}
+    with pytest.raises(FileNotFoundError, match="run synthesize|monai.bundle run synthesize"):
+        offline_variant_datalist(root, synthetic_dir=tmp_path / "none")

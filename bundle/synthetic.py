@@ -1,0 +1,256 @@
+"""Offline anomalous variants, as in the paper: ``python -m monai.bundle run synthesize --config_file configs/preprocess.json``.
+
+For every healthy training image the job writes K anomalous variants (K drawn per image from
+``variants``, default 1 to 3 as published) with their lossless masks, mirroring the dataset layout:
+
+    <dataset_dir>/synthetic/<relative folder>/<stem>_v<k>.png        anomalous image (16-bit PNG)
+    <dataset_dir>/synthetic/<relative folder>/<stem>_v<k>_mask.png   0/1 mask (8-bit PNG)
+
+Everything is seeded per image (job seed + relative path), so a rerun, a resumed run or another
+number of ranks writes identical files. Lung maps come from the lung cache (``monai.bundle run
+lungs``) when present, else PBTSeg runs on the image. Sharding, parallelism, resuming, atomic writes,
+progress and the report are :func:`bundle.offline.run_offline_job`'s. Training reads the variants
+back through :func:`offline_variant_datalist`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zlib
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["variant_paths", "synthesis_items", "synthesize_variants", "SyntheticAnomalyJob", "offline_variant_datalist"]
+
+logger = logging.getLogger(__name__)
+
+
+def _base(image_path: str | os.PathLike, dataset_dir: str | os.PathLike, synthetic_dir: str | os.PathLike) -> Path:
+    """``<synthetic_dir>/<relative folder>/<stem>`` (the image's relative path without its image suffix)."""
+    from bundle.lungs import lung_cache_path
+
+    return lung_cache_path(image_path, dataset_dir, synthetic_dir).with_suffix("")
+
+
+def variant_paths(image_path, dataset_dir, synthetic_dir, k: int) -> tuple[Path, Path]:
+    """(anomalous image, mask) paths of variant ``k`` (1-based) of ``image_path``."""
+    base = _base(image_path, dataset_dir, synthetic_dir)
+    return base.with_name(f"{base.name}_v{k}.png"), base.with_name(f"{base.name}_v{k}_mask.png")
+
+
+def _image_seed(seed: int, rel: str) -> int:
+    """A per-image seed from the job seed and the image's relative path (stable across runs and ranks)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(rel.replace(os.sep, "/").encode())) % (2**31 - 1)
+
+
+def training_images(dataset_dir: str | os.PathLike) -> list[str]:
+    """The healthy training images: ``<dataset_dir>/train/**`` or, without ``train/``, every image except
+    ``ground_truth/`` (and the derived ``lungs/``/``synthetic/`` folders)."""
+    from bundle.data.datalist import scan_images
+
+    root = Path(dataset_dir).absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_dir {root} is not a folder")
+    if (root / "train").is_dir():
+        return scan_images(root / "train")
+    return [p for p in scan_images(root) if Path(p).relative_to(root).parts[0] != "ground_truth"]
+
+
+def synthesis_items(
+    dataset_dir: str | os.PathLike, synthetic_dir: str | os.PathLike, variants: int | Sequence[int] = (1, 3), seed: int = 0
+) -> list:
+    """Work items (healthy image -> its variant images and masks); the number of variants K is drawn per image."""
+    from bundle.offline import WorkItem
+
+    low, high = _variant_range(variants)
+    root = Path(dataset_dir).absolute()
+    items = []
+    for path in training_images(root):
+        rel = str(Path(path).relative_to(root))
+        s = _image_seed(seed, rel)
+        k = low if low == high else int(np.random.RandomState(s).randint(low, high + 1))
+        outputs = tuple(str(p) for i in range(1, k + 1) for p in variant_paths(path, root, synthetic_dir, i))
+        items.append(WorkItem(path, outputs, {"seed": s, "variants": k}))
+    return items
+
+
+def _variant_range(variants: int | Sequence[int]) -> tuple[int, int]:
+    low, high = (int(variants), int(variants)) if isinstance(variants, (int, np.integer, str)) else (int(v) for v in variants)
+    if low < 1 or high < low:
+        raise ValueError(f"variants must be an int >= 1 or a (low, high) range with 1 <= low <= high, got {variants}")
+    return low, high
+
+
+def _lung_map(image_path: str, image: np.ndarray, dataset_dir: str | None, lungs_dir: str | None) -> tuple[np.ndarray, str]:
+    """The cached lung map when it exists and fits the image, else PBTSeg's."""
+    from bundle.io import read_labels
+    from bundle.lungs import lung_cache_path, pbtseg
+
+    if lungs_dir and dataset_dir:
+        cached = lung_cache_path(image_path, dataset_dir, lungs_dir)
+        if cached.is_file():
+            try:
+                labels = np.asarray(read_labels(cached))
+                if labels.shape == image.shape:
+                    return labels.astype(np.uint8), "cache"
+                logger.warning("lung cache %s has shape %s, image %s; running PBTSeg", cached, labels.shape, image.shape)
+            except Exception as e:  # a damaged cache entry: recompute
+                logger.warning("lung cache %s unreadable (%s); running PBTSeg", cached, e)
+    labels, _ = pbtseg(image)
+    return labels, "pbtseg"
+
+
+def synthesize_variants(item: Any, dataset_dir: str | None = None, lungs_dir: str | None = None, options: Mapping | None = None) -> dict:
+    """Offline job function: write the item's anomalous variants and masks (atomically, losslessly).
+
+    ``item.extra`` holds the image's ``seed`` and number of ``variants``; ``options`` are
+    :class:`bundle.synthesis.RandTextureAnomaly` arguments. An image without lungs gets unchanged copies
+    with empty masks and the flag ``no lung``.
+    """
+    from bundle.io import read_image, write_png
+    from bundle.synthesis import RandTextureAnomaly
+
+    image, _ = read_image(item.source)
+    lung, lung_source = _lung_map(item.source, image, dataset_dir, lungs_dir)
+    synth = RandTextureAnomaly(prob=1.0, **dict(options or {}))
+    synth.set_random_state(int(item.extra["seed"]))
+    areas, flags = [], []
+    for k in range(int(item.extra["variants"])):
+        out, mask, info = synth(image[None], lung[None], return_info=True)
+        write_png(item.outputs[2 * k], out[0], bits=16)
+        write_png(item.outputs[2 * k + 1], mask[0].astype(np.uint8))
+        areas.append(round(float(info["lung_fraction"]), 4))
+        if info["reason"] and info["reason"] not in flags:
+            flags.append(info["reason"])
+    return {"flags": flags, "lung_source": lung_source, "lung_fraction": areas}
+
+
+class SyntheticAnomalyJob:
+    """The offline anomaly job (run id ``synthesize`` of ``configs/preprocess.json``).
+
+    Args:
+        dataset_dir: the dataset root (published layout: the images under ``train/``).
+        output_dir: where the variants go; empty/None = ``<dataset_dir>/synthetic``.
+        lungs_dir: the lung cache to read (default ``<dataset_dir>/lungs``); PBTSeg runs where it has no map.
+        variants: variants per image, an int or an inclusive (low, high) range drawn per image (published: 1 to 3).
+        seed: job seed; each image's draws are seeded from it and the image's relative path.
+        num_workers: worker processes per rank; None = CPU count / local ranks; 0 = in-process.
+        overwrite: rewrite variants that already exist.
+        montage_size: variants shown in the QA montage ``synthesize_qa.png`` (mask contours; 0 = none).
+        progress: show a progress bar.
+        synthesis: :class:`bundle.synthesis.RandTextureAnomaly` arguments (brush, parameters).
+    """
+
+    name = "synthesize"
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike,
+        output_dir: str | os.PathLike | None = None,
+        lungs_dir: str | os.PathLike | None = None,
+        variants: int | Sequence[int] = (1, 3),
+        seed: int = 0,
+        num_workers: int | None = None,
+        overwrite: bool | str = False,
+        montage_size: int = 16,
+        progress: bool | str = True,
+        synthesis: Mapping | None = None,
+    ) -> None:
+        from bundle.offline import as_bool
+
+        self.dataset_dir = Path(dataset_dir).absolute()
+        self.output_dir = Path(output_dir) if output_dir else self.dataset_dir / "synthetic"
+        self.lungs_dir = Path(lungs_dir) if lungs_dir else self.dataset_dir / "lungs"
+        self.variants = _variant_range(variants)
+        self.seed = int(seed)
+        self.num_workers = None if num_workers in (None, "", "None") else int(num_workers)
+        self.overwrite = as_bool(overwrite)
+        self.montage_size = int(montage_size)
+        self.progress = as_bool(progress)
+        self.synthesis = dict(synthesis or {})
+        from bundle.synthesis import RandTextureAnomaly
+
+        RandTextureAnomaly(**self.synthesis)  # fail now, with the parameter's name, not once per image
+
+    def run(self) -> dict:
+        """Run the job on this rank; returns the summary (see :func:`bundle.offline.run_offline_job`)."""
+        from bundle.offline import run_offline_job
+
+        items = synthesis_items(self.dataset_dir, self.output_dir, self.variants, self.seed)
+        logger.info("synthesize: %d healthy images under %s -> %s (%d to %d variants each)", len(items),
+                    self.dataset_dir, self.output_dir, *self.variants)
+        func = partial(synthesize_variants, dataset_dir=str(self.dataset_dir), lungs_dir=str(self.lungs_dir),
+                       options=self.synthesis)
+        return run_offline_job(self.name, items, func, self.output_dir, num_workers=self.num_workers,
+                               overwrite=self.overwrite, progress=self.progress, after=self._montage)
+
+    def _montage(self, records: list[dict]) -> None:
+        """QA montage: first variants of evenly spaced images with their mask contours."""
+        from bundle.io import read_image, read_labels
+        from bundle.offline import contour_montage
+
+        ok = [r for r in records if r["status"] != "failed" and r["outputs"]]
+        if not ok or self.montage_size <= 0:
+            return
+        picks = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, min(self.montage_size, len(ok))).astype(int))]
+        tiles = []
+        for r in picks:
+            try:
+                tiles.append((read_image(r["outputs"][0])[0], read_labels(r["outputs"][1]), bool(r["flags"])))
+            except Exception as e:  # the montage is a convenience: never fail the job for it
+                logger.warning("QA montage skips %s: %s", r["source"], e)
+        path = contour_montage(tiles, self.output_dir / "synthesize_qa.png")
+        if path is not None:
+            logger.info("synthesize: QA montage %s (mask contours orange; red frame = flagged)", path)
+
+
+_VARIANT = re.compile(r"^(?P<stem>.+)_v(?P<k>\d+)\.png$")
+
+
+def offline_variant_datalist(
+    dataset_dir: str | os.PathLike,
+    images: Iterable[str | Mapping] | None = None,
+    synthetic_dir: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Datalist entries for the offline variants: ``{"image": variant, "target": healthy, "anomaly_mask": mask}``.
+
+    Args:
+        dataset_dir: the dataset root the variants mirror.
+        images: the healthy images to take variants of (paths or datalist entries with ``"image"``), e.g.
+            the training split; default: every training image (:func:`training_images`).
+        synthetic_dir: where the variants are; default ``<dataset_dir>/synthetic``.
+
+    Raises:
+        FileNotFoundError: when none of the images has a variant (the job has not been run).
+    """
+    root = Path(dataset_dir).absolute()
+    synthetic_dir = Path(synthetic_dir) if synthetic_dir else root / "synthetic"
+    paths = training_images(root) if images is None else [e["image"] if isinstance(e, Mapping) else e for e in images]
+    entries = []
+    for path in paths:
+        base = _base(path, root, synthetic_dir)
+        if not base.parent.is_dir():
+            continue
+        found = []
+        for candidate in base.parent.glob(f"{_glob_escape(base.name)}_v*.png"):
+            m = _VARIANT.match(candidate.name)
+            mask = candidate.with_name(f"{base.name}_v{m.group('k')}_mask.png") if m else None
+            if m and m.group("stem") == base.name and mask.is_file():
+                found.append((int(m.group("k")), str(candidate), str(mask)))
+        entries.extend({"image": v, "target": str(path), "anomaly_mask": mk} for _, v, mk in sorted(found))
+    if not entries:
+        raise FileNotFoundError(
+            f"no offline anomaly variants under {synthetic_dir}; run `python -m monai.bundle run synthesize "
+            f"--config_file configs/preprocess.json --dataset_dir {root}` first, or use online synthesis"
+        )
+    return entries
+
+
+def _glob_escape(name: str) -> str:
+    """Escape glob metacharacters in a file name."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
