@@ -218,7 +218,7 @@ def make_phantom(
     taper = np.clip(0.06 / (r_hilum + 0.02), 0.25, 1.2)
     streak = np.clip(1.0 - np.abs(streak) / (0.45 * taper), 0, 1) ** 2
     breaks = _smoothstep(_smooth_noise(rng, (h, w), 14) + 0.6)
-    vessels = streak * breaks * np.exp(-r_hilum / 0.14)
+    vessels = streak * breaks * np.exp(-r_hilum / 0.14) * _smoothstep((r_hilum - 0.02) / 0.05)
     hila = np.exp(-((r_hilum / 0.05) ** 2)) * (1 + 0.3 * _smooth_noise(rng, (h, w), 30))
     density += lung_soft * (0.4 * vessels + 0.2 * hila + 0.03 * _smooth_noise(rng, (h, w), 40))
 
