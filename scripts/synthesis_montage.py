@@ -53,7 +53,7 @@ def montage(cases: list[tuple], path: Path) -> None:
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(rows[i])
-        axes[0, j].set_title(f"{info['strokes']} strokes, {100 * info['lung_fraction']:.0f}% of lung", fontsize=8)
+        axes[0, j].set_title(f"{info['strokes']} stroke{'s' if info['strokes'] != 1 else ''}, {100 * info['lung_fraction']:.0f}% of lung", fontsize=8)
     fig.suptitle("ART-ASyn texture anomalies (mask: lung contour in cyan; difference: anomalous - image)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
