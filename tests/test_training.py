@@ -129,3 +129,145 @@ def test_latest_checkpoint(tmp_path):
     for name in ["checkpoint_iteration=5.pt", "checkpoint_iteration=40.pt", "checkpoint_final_iteration=12.pt", "x.pt"]:
         (tmp_path / name).write_bytes(b"")
     assert latest_checkpoint(tmp_path).endswith("checkpoint_iteration=40.pt")
+
+
+# ---------------------------------------------------------------- configs/train.json, in process and as real runs
+
+CONFIG = str(REPO / "configs" / "train.json")
+MULTI = str(REPO / "configs" / "multi_gpu_train.json")
+META = str(REPO / "configs" / "metadata.json")
+LOGGING = str(REPO / "configs" / "logging.conf")
+# tiny, fast settings: 8 demo images of 128 px resized to 32 px (a multiple of the UNet's total stride 16)
+FAST = {"image_size": 32, "num_workers": 0, "val_interval": 1, "batch_size": 2}
+
+
+def _workflow(tmp_path, dataset_dir, **override):
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=CONFIG,
+        meta_file=META,
+        logging_file=LOGGING,
+        workflow_type="train",
+        bundle_root=str(tmp_path / "bundle"),
+        dataset_dir=str(dataset_dir),
+        **{**FAST, **override},
+    )
+    wf.initialize()
+    return wf
+
+
+def _chain(err: BaseException) -> str:
+    text = []
+    while err is not None:
+        text.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    return "\n".join(text)
+
+
+def test_check_properties_and_ids(tmp_path, demo_root):
+    wf = _workflow(tmp_path, demo_root)
+    assert wf.check_properties() == []
+    for required in ("bundle_root", "device", "dataset_dir", "network_def", "network", "train#trainer",
+                     "train#trainer#max_epochs", "train#dataset", "train#preprocessing", "train#handlers",
+                     "train#inferer", "validate#evaluator", "validate#dataset", "val_interval", "ckpt_dir",
+                     "output_dir", "training", "run", "initialize", "finalize"):
+        assert required in wf.parser, required
+    assert wf.parser["run"] == wf.parser["training"]
+    # MONAI Label supplies a `label` (a segmentation file) with every training item: it is dropped
+    train_item = wf.parser.get_parsed_content("data")["training"][0]
+    samples = wf.parser.get_parsed_content("train#preprocessing")({**train_item, "label": "some/label.png"})
+    assert 2 <= len(samples) <= 4  # healthy copy + 1..3 variants
+    for s in samples:
+        assert set(s) == {"image", "target", "anomaly_mask"} and s["image"].shape == (1, 32, 32)
+        assert torch.equal(s["target"], samples[0]["image"])
+    assert samples[0]["anomaly_mask"].sum() == 0 and any(s["anomaly_mask"].sum() > 0 for s in samples[1:])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"image_size": 40}, "not divisible by the UNet's total stride 16"),
+        ({"loss_weights#dise": 1.0}, "unknown loss weight name"),
+        ({"dataset_dir": "/nonexistent/dataset"}, "does not exist: /nonexistent/dataset"),
+        ({"dataset_dir": ""}, "dataset_dir is not set"),
+    ],
+)
+def test_bad_config_fails_early(tmp_path, demo_root, override, message):
+    with pytest.raises(Exception) as info:
+        wf = _workflow(tmp_path, override.pop("dataset_dir", demo_root), **override)
+        wf.parser.get_parsed_content("train#trainer")
+    assert message in _chain(info.value)
+
+
+def test_no_training_images_fails_early(tmp_path):
+    (tmp_path / "empty" / "train" / "healthy").mkdir(parents=True)
+    with pytest.raises(Exception) as info:
+        _workflow(tmp_path, tmp_path / "empty").parser.get_parsed_content("train#trainer")
+    assert "DatalistError" in _chain(info.value) and "train/healthy: empty folder" in _chain(info.value)
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 240, torchrun: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.setdefault("OMP_NUM_THREADS", "1" if torchrun else "2")
+    head = [sys.executable, "-m", "monai.bundle", "run"]
+    if torchrun:
+        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                f"--nproc_per_node={torchrun}", "-m", "monai.bundle", "run"]
+    proc = subprocess.run(head + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
+    return proc
+
+
+def _overrides(bundle_root: Path, dataset_dir: Path, **kw) -> list[str]:
+    out = ["--meta_file", META, "--logging_file", LOGGING, "--bundle_root", str(bundle_root),
+           "--dataset_dir", str(dataset_dir)]
+    for key, value in {**FAST, **kw}.items():
+        out += [f"--{key}", str(value)]
+    return out
+
+
+def _fresh_network_def():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    return parser.get_parsed_content("network_def")
+
+
+@pytest.mark.slow
+def test_real_training_run_then_resume(tmp_path, demo_root):
+    root = tmp_path / "bundle"
+    proc = _run(["training", "--config_file", CONFIG] + _overrides(root, demo_root, **{"train#trainer#max_epochs": 2}),
+                cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "no diseased validation images" in log and "synthetic anomaly" in log
+    model = root / "models" / "model.pt"
+    assert model.is_file()
+    net = _fresh_network_def()
+    net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))  # plain state dict
+    assert list((root / "runs" / "train" / "tensorboard").glob("events.out.tfevents*"))
+    ckpts = sorted(p.name for p in (root / "runs" / "train" / "checkpoints").glob("*.pt"))
+    # 6 training images (2 held out for validation) / batch 2 = 3 iterations per epoch
+    assert ckpts == ["checkpoint_final_iteration=6.pt"]
+
+    proc = _run(["training", "--config_file", CONFIG]
+                + _overrides(root, demo_root, **{"train#trainer#max_epochs": 3, "resume": "true"}), cwd=tmp_path)
+    assert "resumed from" in proc.stdout + proc.stderr and "iteration 6" in proc.stdout + proc.stderr
+    assert (root / "runs" / "train" / "checkpoints" / "checkpoint_final_iteration=9.pt").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path, demo_root):
+    root = tmp_path / "bundle"
+    config = f"['{CONFIG}','{MULTI}']"
+    proc = _run(["training", "--config_file", config] + _overrides(root, demo_root, **{"train#trainer#max_epochs": 2}),
+                cwd=tmp_path, torchrun=2)
+    log = proc.stdout + proc.stderr
+    net = _fresh_network_def()
+    net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
+    # DistributedSampler: 6 images over 2 ranks = 3 each, batch 2 -> 2 iterations per epoch
+    assert (root / "runs" / "train" / "checkpoints" / "checkpoint_final_iteration=4.pt").is_file()
+    # rank 0 alone logs validation and writes TensorBoard
+    assert log.count("Key metric: val_image_auroc") == 2
+    assert len(list((root / "runs" / "train" / "tensorboard").glob("events.out.tfevents*"))) == 1
