@@ -21,13 +21,14 @@ TORCH_REQ="torch==2.13.0"
 # Installed without dependencies: monailabel's own requirement list pulls sam2, a CUDA torch and more.
 NODEPS_REQS="monai==1.6.1 monailabel==0.8.5 itk==5.4.7"
 # What monailabel imports to serve the monaibundle app, plus the bundle's own runtime imports
-# (bundle/ is put on sys.path by MONAI Label: scipy, scikit-image, pydicom, nibabel, pillow, tqdm, ignite).
+# (bundle/ is put on sys.path by MONAI Label: scipy, scikit-image, pydicom, nibabel, pillow, tqdm, ignite,
+# tensorboard for training through MONAI Label).
 # pydicom-seg (imported at server start) needs numpy<2 and pydicom<3; the bundle reads DICOM with the
 # pydicom 3 API, so in this environment it serves PNG/JPEG/TIFF and NIfTI studies, not DICOM.
 DEPS_REQS="numpy<2 itk-core==5.4.7 itk-io==5.4.7 fastapi uvicorn pydantic pydantic-settings python-dotenv
 python-multipart httpx schedule timeloop expiring_dict cachetools watchdog psutil pydicom<3 pydicom-seg
 dicomweb-client[gcp]>=0.59.1 pynrrd girder-client einops pyyaml filelock passlib pyjwt bcrypt shapely requests
-requests-toolbelt scipy scikit-image nibabel pillow tqdm pytorch-ignite==0.5.5 pylibjpeg pylibjpeg-libjpeg
+requests-toolbelt scipy scikit-image nibabel pillow tqdm pytorch-ignite==0.5.5 tensorboard pylibjpeg pylibjpeg-libjpeg
 pylibjpeg-openjpeg pylibjpeg-rle"
 
 # monailabel/transform/post.py imports torchvision.utils.{make_grid, save_image} at start-up, for debug
