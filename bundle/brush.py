@@ -174,7 +174,7 @@ def stamp_bank(texture: np.ndarray, texture_key, widths, scales, n_angles: int) 
     if bank is None:
         bank = StampBank(texture, widths, scales, n_angles)
         _BANKS[key] = bank
-        while len(_BANKS) > 6:
+        while len(_BANKS) > 10:
             _BANKS.popitem(last=False)
     else:
         _BANKS.move_to_end(key)
