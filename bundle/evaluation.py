@@ -120,7 +120,7 @@ class AnomalyEvaluationReport:
         mask_rule: str = "",
         split: str = "test",
         calibration_path: str | os.PathLike | None = None,
-        num_bins: int = 4096,
+        num_bins: int = 65536,
         montage_cases: int = 3,
         progress: bool = True,
     ) -> None:
