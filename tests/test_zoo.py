@@ -253,3 +253,35 @@ def test_archive_large_files_hash_checks(bundle_copy, tmp_path):
         f.write(b"tampered")
     with pytest.raises(HashCheckError):
         download_large_files(bundle_path=str(unpacked))
+
+
+def test_archive_runs_inference_on_its_own(bundle_copy, tmp_path):
+    """Unpacked in an empty folder, the archive runs its inference workflow with its own code and weights."""
+    from bundle.data.phantoms import make_phantom
+    from bundle.io import read_labels, write_png
+
+    src = Path(shutil.copytree(bundle_copy, tmp_path / "src"))
+    shutil.copy(ROOT / "pyproject.toml", src)
+    zip_path = build_archive.build_archive(src, tmp_path / "dist")
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    unpacked = tmp_path / "unpacked" / build_archive.bundle_name(src)
+    images = tmp_path / "images"
+    images.mkdir()
+    sizes = {"a.png": (160, 128), "b.png": (128, 128)}
+    for i, (name, size) in enumerate(sizes.items()):
+        write_png(images / name, make_phantom(size, seed=i, diseased=True).image)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import bundle, monai.bundle; print(bundle.__file__)"
+    where = subprocess.run([sys.executable, "-c", code], cwd=unpacked, env=env, capture_output=True, text=True, check=True)
+    assert Path(where.stdout.strip()).resolve().is_relative_to(unpacked.resolve()), where.stdout
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", ".",
+         "--dataset_dir", str(images), "--output_dir", str(out)],
+        cwd=unpacked, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for name, size in sizes.items():
+        mask = read_labels(out / name.replace(".png", "_mask.png"))
+        assert mask.shape == size and set(np.unique(mask)) <= {0, 1}
