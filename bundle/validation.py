@@ -1,6 +1,6 @@
 """Validation during training: which images, their fixed synthetic anomalies, and the anomaly metrics.
 
-Two modes, chosen from the data (and logged):
+Two modes, chosen from the data by :func:`bundle.training_data.training_split` (and logged):
 
 - ``real``: the dataset's validation split (``<root>/val/{healthy,diseased}`` or a datalist's ``validation``)
   holds healthy and diseased images; metrics on them, pixel Dice where ground-truth masks exist.
@@ -16,7 +16,6 @@ default), and the mean per-image pixel Dice of the inference mask rule over imag
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -28,8 +27,9 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
+from bundle.training_data import image_label
+
 __all__ = [
-    "training_split",
     "LoadMaskd",
     "SeededTextureAnomalyd",
     "ValidationItemsd",
@@ -40,75 +40,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _label(entry: Mapping[str, Any]) -> int | None:
-    value = entry.get("label")
-    if isinstance(value, (bool, int, np.integer)) or (isinstance(value, float) and value in (0.0, 1.0)):
-        return int(value)
-    return None  # e.g. MONAI Label's segmentation label file
-
-
-def training_split(
-    dataset_dir: str | os.PathLike,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    min_val: int = 2,
-) -> dict[str, Any]:
-    """Build the training and validation lists from a dataset folder, datalist JSON or CSV.
-
-    Args:
-        dataset_dir: anything :func:`bundle.data.build_datalist` accepts.
-        val_fraction: fraction of the healthy training images held out for synthetic validation (used only
-            when the dataset has no diseased validation images).
-        seed: seed of the held-out split and of the synthetic validation anomalies.
-        min_val: minimum number of held-out images in synthetic mode.
-
-    Returns:
-        ``{"training": [...], "validation": [...], "mode": "real" | "synthetic"}``; validation entries carry
-        ``image``, ``label`` and, where known, ``mask`` (a path) or ``synthetic_seed``.
-
-    Raises:
-        ValueError / FileNotFoundError: missing ``dataset_dir``, or no training images.
-    """
-    from bundle.data import build_datalist, split_train_val
-
-    if dataset_dir is None or not str(dataset_dir).strip():
-        raise ValueError("dataset_dir is not set: pass --dataset_dir <folder | datalist.json | list.csv>.")
-    if not os.path.exists(dataset_dir):
-        raise FileNotFoundError(f"dataset_dir does not exist: {dataset_dir}")
-    datalist = build_datalist(dataset_dir)
-    training = list(datalist.get("training") or [])
-    if not training:
-        raise ValueError(f"no training images found in {dataset_dir} (expected e.g. <dataset_dir>/train/healthy/*).")
-    validation = list(datalist.get("validation") or [])
-    labels = [_label(e) for e in validation]
-    if 0 in labels and 1 in labels:
-        val = [dict(e, label=_label(e)) for e in validation]
-        with_masks = sum(1 for e in val if e["label"] == 1 and e.get("mask"))
-        logger.info(
-            "validation: the dataset's own validation split (%d healthy, %d diseased, %d with masks).",
-            labels.count(0), labels.count(1), with_masks,
-        )
-        return {"training": training, "validation": val, "mode": "real"}
-
-    n_val = max(min_val, int(math.ceil(val_fraction * len(training))))
-    if n_val >= len(training):
-        raise ValueError(
-            f"only {len(training)} training image(s) in {dataset_dir}: too few to hold out {n_val} for validation "
-            "(add images or a val/ folder with healthy and diseased images)."
-        )
-    train_part, held_out = split_train_val(training, val_fraction=n_val / len(training), seed=seed)
-    val: list[dict[str, Any]] = []
-    for i, entry in enumerate(held_out):
-        val.append({"image": entry["image"], "label": 0})
-        val.append({"image": entry["image"], "label": 1, "synthetic_seed": int(seed) * 100003 + i})
-    logger.info(
-        "validation: no diseased validation images in the dataset; using %d held-out healthy training images "
-        "and the same images with one fixed, seeded synthetic anomaly each (%d training images remain).",
-        len(held_out), len(train_part),
-    )
-    return {"training": train_part, "validation": val, "mode": "synthetic"}
 
 
 class LoadMaskd(MapTransform):
@@ -183,7 +114,7 @@ class ValidationItemsd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         image = d[self.first_key(d)]
-        label = _label(d)
+        label = image_label(d)
         has_mask = self.mask_key in d and isinstance(d[self.mask_key], (torch.Tensor, np.ndarray))
         if has_mask and tuple(d[self.mask_key].shape[-2:]) != tuple(image.shape[-2:]):
             raise ValueError(f"mask {tuple(d[self.mask_key].shape)} does not match image {tuple(image.shape)}.")

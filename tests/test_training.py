@@ -271,3 +271,46 @@ def test_torchrun_two_cpu_processes(tmp_path, demo_root):
     # rank 0 alone logs validation and writes TensorBoard
     assert log.count("Key metric: val_image_auroc") == 2
     assert len(list((root / "runs" / "train" / "tensorboard").glob("events.out.tfevents*"))) == 1
+
+
+def test_offline_variants_switch(tmp_path, demo_copy):
+    """`--synthesis offline` trains on the variants the `synthesize` job wrote, grouped with their healthy image."""
+    import numpy as np
+
+    from bundle.io import read_image, write_png
+    from bundle.synthetic import variant_paths
+
+    healthy = sorted((demo_copy / "train" / "healthy").glob("*.png"))
+    for i, path in enumerate(healthy[:-1]):  # the last image has no variants
+        img = read_image(path)[0]
+        for k in range(1, 1 + i % 3 + 1):
+            v, m = variant_paths(path, demo_copy, demo_copy / "synthetic", k)
+            mask = np.zeros(img.shape, np.uint8)
+            mask[20 * k : 20 * k + 30, 30:60] = 1
+            v.parent.mkdir(parents=True, exist_ok=True)
+            write_png(v, np.clip(img + 0.3 * mask, 0, 1), bits=16)
+            write_png(m, mask)
+    wf = _workflow(tmp_path, demo_copy, synthesis="offline")
+    data = wf.parser.get_parsed_content("data")
+    assert all("variants" in e for e in data["training"]) and len(data["training"]) == 6
+    preprocessing = wf.parser.get_parsed_content("train#preprocessing")
+    entry = next(e for e in data["training"] if len(e["variants"]) == 3)
+    samples = preprocessing(entry)
+    assert len(samples) == 4
+    assert torch.equal(samples[0]["image"], samples[0]["target"]) and samples[0]["anomaly_mask"].sum() == 0
+    for s in samples[1:]:
+        assert s["image"].shape == s["anomaly_mask"].shape == (1, 32, 32)
+        assert s["anomaly_mask"].sum() > 0 and torch.equal(s["target"], samples[0]["target"])
+        inside = s["anomaly_mask"].bool()
+        assert (s["image"] - s["target"])[inside].mean() > 0.1  # the variant is the brighter, anomalous one
+    empty = next(e for e in data["training"] if not e["variants"])
+    assert len(preprocessing(empty)) == 1
+
+
+def test_offline_without_variants_fails_early(tmp_path, demo_root):
+    with pytest.raises(Exception) as info:
+        _workflow(tmp_path, demo_root, synthesis="offline").parser.get_parsed_content("data")
+    assert "no offline anomaly variants" in _chain(info.value)
+    with pytest.raises(Exception) as info:
+        _workflow(tmp_path, demo_root, synthesis="sometimes").parser.get_parsed_content("data")
+    assert "synthesis must be one of" in _chain(info.value)
