@@ -272,13 +272,17 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
 
     from bundle.data.phantoms import make_phantom
     from bundle.io import read_image, read_labels, write_png
+    from bundle.lungs import lung_cache_path
     from bundle.synthetic import SyntheticAnomalyJob, offline_variant_datalist, synthesis_items
 
     repo = Path(__file__).resolve().parents[1]
     root = tmp_path / "demo"  # published layout; one image in a subfolder, one test image that must be left alone
     for k, rel in enumerate(["train/healthy/a.png", "train/healthy/b.png", "train/healthy/site2/c.png", "train/healthy/d.png",
                              "test/healthy/t.png"]):
-        write_png(root / rel, make_phantom(64, seed=k).image, bits=16)
+        ph = make_phantom(64, seed=k)
+        write_png(root / rel, ph.image, bits=16)
+        if k != 3:  # the lung cache has every map but d's: d falls back to PBTSeg
+            write_png(lung_cache_path(root / rel, root, root / "lungs"), ph.lung)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "synthesize", "--config_file", str(repo / "configs/preprocess.json"),
            "--dataset_dir", str(root), "--num_workers", "2", "--progress", "false"]
     res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
@@ -286,6 +290,8 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
     syn = root / "synthetic"
     report = json.loads((syn / "synthesize_report.json").read_text())
     assert report["summary"]["done"] == 4 and report["summary"]["failed"] == 0
+    sources = {Path(r["source"]).name: r["details"]["lung_source"] for r in report["records"]}
+    assert sources == {"a.png": "cache", "b.png": "cache", "c.png": "cache", "d.png": "pbtseg"}
     items = synthesis_items(root, syn)
     assert all(1 <= it.extra["variants"] <= 3 for it in items) and len({it.extra["variants"] for it in items}) >= 1
     for it in items:
@@ -294,7 +300,7 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
             v, m = it.outputs[2 * k], it.outputs[2 * k + 1]
             assert v.endswith(f"_v{k + 1}.png") and m.endswith(f"_v{k + 1}_mask.png") and "/synthetic/train/healthy/" in v
             img, mask = read_image(v)[0], read_labels(m)
-            assert set(np.unique(mask)) <= {0, 1} and mask.any()
+            assert set(np.unique(mask)) <= {0, 1} and (mask.any() or it.source.endswith("d.png"))
             assert (img >= healthy - 1e-3).all() and np.abs(img - healthy)[mask == 0].mean() < 0.02
     assert (syn / "synthesize_qa.png").is_file() and (syn / "train/healthy/site2").is_dir()
     assert not list(syn.glob("test/**/*.png")), "only training images get variants"
