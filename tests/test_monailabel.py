@@ -93,7 +93,10 @@ def ml_app(ml_python: Path, tmp_path_factory) -> Path:
         staging = Path(str(cached.parent) + f".tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         _run([str(ml_python), "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(staging)], timeout=300)
-        staging.rename(cached.parent) if not cached.parent.exists() else shutil.rmtree(staging)
+        try:
+            staging.rename(cached.parent)
+        except OSError:  # another test session got there first
+            shutil.rmtree(staging)
         _timed("monailabel apps --download", start)
     app = tmp_path_factory.mktemp("ml") / "apps" / "monaibundle"
     shutil.copytree(cached, app)

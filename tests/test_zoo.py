@@ -272,16 +272,17 @@ def test_archive_runs_inference_on_its_own(bundle_copy, tmp_path):
     for i, (name, size) in enumerate(sizes.items()):
         write_png(images / name, make_phantom(size, seed=i, diseased=True).image)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = "import bundle, monai.bundle; print(bundle.__file__)"
-    where = subprocess.run([sys.executable, "-c", code], cwd=unpacked, env=env, capture_output=True, text=True, check=True)
-    assert Path(where.stdout.strip()).resolve().is_relative_to(unpacked.resolve()), where.stdout
     out = tmp_path / "out"
-    run = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", ".",
-         "--dataset_dir", str(images), "--output_dir", str(out)],
-        cwd=unpacked, env=env, capture_output=True, text=True, timeout=600,
+    args = ["run", "--config_file", "configs/inference.json", "--bundle_root", ".", "--dataset_dir", str(images), "--output_dir", str(out)]
+    # `python -m monai.bundle run ...`, first printing which `bundle` package the folder resolves to
+    code = (
+        "import sys, runpy, bundle; print('BUNDLE_FROM', bundle.__file__, flush=True); "
+        f"sys.argv = ['monai.bundle'] + {args!r}; runpy.run_module('monai.bundle', run_name='__main__', alter_sys=True)"
     )
+    run = subprocess.run([sys.executable, "-c", code], cwd=unpacked, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    origin = next(line.split(" ", 1)[1] for line in run.stdout.splitlines() if line.startswith("BUNDLE_FROM "))
+    assert Path(origin).resolve().is_relative_to(unpacked.resolve()), origin
     for name, size in sizes.items():
         mask = read_labels(out / name.replace(".png", "_mask.png"))
         assert mask.shape == size and set(np.unique(mask)) <= {0, 1}
