@@ -53,7 +53,7 @@ def _rotate(img, lung, degrees):
 def robustness_cases(tmp_path):
     """(name, image, true lung map) over exposure, size, padding, rotation and file formats."""
     cases = []
-    base = {seed: make_phantom(256, seed=seed, diseased=seed == 3) for seed in range(4)}
+    base = {seed: make_phantom(256, seed=seed, diseased=seed == 3) for seed in range(6)}
     for seed, ph in base.items():
         cases.append((f"256 seed {seed}" + (" diseased" if seed == 3 else ""), ph.image, ph.lung))
     ph = base[1]
@@ -62,6 +62,8 @@ def robustness_cases(tmp_path):
     cases.append(("contrast x0.4 (0.3..0.7)", 0.3 + 0.4 * ph.image, ph.lung))
     cases.append(("contrast x1.5, clipped", np.clip((ph.image - 0.5) * 1.5 + 0.5, 0, 1), ph.lung))
     cases.append(("uint16 storage", (ph.image * 65535).astype(np.uint16), ph.lung))
+    noisy = ph.image + np.random.default_rng(0).normal(0, 0.03, ph.image.shape).astype(np.float32)
+    cases.append(("extra noise sd 0.03", np.clip(noisy, 0, 1), ph.lung))
     for size in (128, 512, 1024):
         big = make_phantom(size, seed=5)
         cases.append((f"{size} px", big.image, big.lung))
