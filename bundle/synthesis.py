@@ -383,21 +383,35 @@ def synthesize_texture_anomaly(
         ``lung_fraction`` (mask area / lung area), ``strokes``, ``attempts`` and ``reason``.
     """
     params = params or DEFAULT_PARAMS
-    brush = brush or _default_brush()
+    return _draw(_prepare(image, lung, params), rng, params, brush or _default_brush(), max_attempts)
+
+
+@dataclass
+class _Prepared:
+    """What every anomaly drawn into one image shares (computed once for several variants)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    lung_area: int = 0
+    roi: tuple = ()
+    lung_roi: np.ndarray | None = None
+    scale: float = 1.0
+    grey: np.float32 = np.float32(0)
+    n_seeds: int = 1
+    weight: np.ndarray | None = None
+
+
+def _prepare(image: np.ndarray, lung: np.ndarray, params: TextureAnomalyParams) -> _Prepared:
     image = np.asarray(image, np.float32)
     lung = np.asarray(lung)
     if image.ndim != 2 or lung.shape != image.shape:
         raise ValueError(f"need (H, W) image and lung map of the same shape, got {image.shape} and {lung.shape}")
     if lung.dtype.kind not in "ui":
         lung = lung.astype(np.int64)
-    info = _NO_ANOMALY("")
     sizes = np.bincount(np.clip(lung, 0, None).ravel()) if lung.dtype.kind == "i" else np.bincount(lung.ravel())
     labels = np.flatnonzero(sizes[1:]) + 1
-    out, mask = image.copy(), np.zeros(image.shape, np.uint8)
     if labels.size == 0:
-        info["reason"] = "no lung"
-        return out, mask, info
-
+        return _Prepared(image, labels)
     h, w = image.shape
     s = _scale((h, w), params)
     sub = max(1, int(np.sqrt(image.size / 16384)))  # the percentile of ~16k evenly spread pixels
@@ -409,26 +423,37 @@ def synthesize_texture_anomaly(
     c0, c1 = max(0, any_cols[0] - m), min(w, any_cols[-1] + m + 1)
     roi = (slice(r0, r1), slice(c0, c1))
     img, lung_roi = image[roi], lung[roi]
-    n_seeds = max(1, int(round(params.crystal_seeds * img.size / image.size)))
     weight = soft_lung_mask(lung_roi, params, s)
     weight *= (np.float32(params.rib_weight) * img + np.float32(1.0 - params.rib_weight)) * np.float32(params.alpha_gain)
+    n_seeds = max(1, int(round(params.crystal_seeds * img.size / image.size)))
+    return _Prepared(image, labels, int(sizes[labels].sum()), roi, lung_roi, s, grey, n_seeds, weight)
+
+
+def _draw(
+    prep: _Prepared, rng: np.random.RandomState, params: TextureAnomalyParams, brush: _Brush, max_attempts: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    image = prep.image
+    out, mask = image.copy(), np.zeros(image.shape, np.uint8)
+    if prep.labels.size == 0:
+        return out, mask, _NO_ANOMALY("no lung")
+    s, img = prep.scale, image[prep.roi]
     for attempt in range(1, max(1, max_attempts) + 1):
-        a, strokes = _paint_strokes(lung_roi, labels, s, params, brush, rng)
-        alpha = np.minimum(_effects(a, s, n_seeds, params, rng) * weight, 1.0)
+        a, strokes = _paint_strokes(prep.lung_roi, prep.labels, s, params, brush, rng)
+        alpha = np.minimum(_effects(a, s, prep.n_seeds, params, rng) * prep.weight, 1.0)
         mask_roi = alpha > params.mask_threshold
         if mask_roi.any():
             break
-    out[roi] = np.maximum(img + alpha * (grey - img), img)
-    mask[roi] = mask_roi
+    out[prep.roi] = np.maximum(img + alpha * (prep.grey - img), img)
+    mask[prep.roi] = mask_roi
     area = int(mask_roi.sum())
-    info.update(
-        anomaly=area > 0,
-        area=area / mask.size,
-        lung_fraction=area / int(sizes[labels].sum()),
-        strokes=strokes,
-        attempts=attempt,
-        reason="" if area else "empty mask",
-    )
+    info = {
+        "anomaly": area > 0,
+        "area": area / mask.size,
+        "lung_fraction": area / prep.lung_area,
+        "strokes": strokes,
+        "attempts": attempt,
+        "reason": "" if area else "empty mask",
+    }
     return out, mask, info
 
 
@@ -470,6 +495,11 @@ class RandTextureAnomaly(Randomizable, Transform):
 
     def __call__(self, img: Any, lung: Any, randomize: bool = True, return_info: bool = False):
         """Returns ``(anomalous, mask)``, or ``(anomalous, mask, info)`` with ``return_info``."""
+        (out, mask, info), *_ = self.variants(img, lung, 1, randomize)
+        return (out, mask, info) if return_info else (out, mask)
+
+    def variants(self, img: Any, lung: Any, count: int, randomize: bool = True) -> list[tuple[Any, Any, dict]]:
+        """``count`` independent draws ``(anomalous, mask, info)`` for one image (shared set-up computed once)."""
         image, *_ = convert_data_type(img, np.ndarray, dtype=np.float32)
         lung_np, *_ = convert_data_type(lung, np.ndarray)
         if image.ndim != 3 or image.shape[0] != 1:
@@ -477,16 +507,20 @@ class RandTextureAnomaly(Randomizable, Transform):
         lung_np = lung_np.reshape(lung_np.shape[-2:]) if lung_np.ndim == 3 and lung_np.shape[0] == 1 else lung_np
         if lung_np.shape != image.shape[1:]:
             raise ValueError(f"lung map shape {tuple(lung_np.shape)} does not match image shape {tuple(image.shape)}")
-        if randomize:
-            self.randomize()
-        if self._do_transform:
-            out, mask, info = synthesize_texture_anomaly(image[0], lung_np, self.R, self.params, self.brush, self.max_attempts)
-        else:
-            out, mask = image[0], np.zeros(image.shape[1:], np.uint8)
-            info = _NO_ANOMALY("not drawn (prob)")
-        out_t = convert_to_dst_type(out[None], img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
-        mask_t = convert_to_dst_type(mask[None].astype(np.float32), img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
-        return (out_t, mask_t, info) if return_info else (out_t, mask_t)
+        dtype = torch.float32 if isinstance(img, torch.Tensor) else np.float32
+        prep, results = None, []
+        for _ in range(count):
+            if randomize:
+                self.randomize()
+            if self._do_transform:
+                prep = prep or _prepare(image[0], lung_np, self.params)
+                out, mask, info = _draw(prep, self.R, self.params, self.brush, self.max_attempts)
+            else:
+                out, mask, info = image[0], np.zeros(image.shape[1:], np.uint8), _NO_ANOMALY("not drawn (prob)")
+            out_t = convert_to_dst_type(out[None], img, dtype=dtype)[0]
+            mask_t = convert_to_dst_type(mask[None].astype(np.float32), img, dtype=dtype)[0]
+            results.append((out_t, mask_t, info))
+        return results
 
 
 class RandTextureAnomalyd(Randomizable, MapTransform):
@@ -568,8 +602,7 @@ class RandTextureAnomalyd(Randomizable, MapTransform):
         samples = []
         if self.include_healthy:
             samples.append(self._sample(data, key, _copy(image), _zeros_like(image), _NO_ANOMALY("healthy copy")))
-        for _ in range(self._count):
-            out, mask, info = self.synth(image, lung, return_info=True)
+        for out, mask, info in self.synth.variants(image, lung, self._count):
             samples.append(self._sample(data, key, out, mask, info))
         return samples[0] if single else samples
 

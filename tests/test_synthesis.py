@@ -322,3 +322,16 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
     assert {e["target"] for e in only} == {items[0].source}
     with pytest.raises(FileNotFoundError, match="run synthesize|monai.bundle run synthesize"):
         offline_variant_datalist(root, synthetic_dir=tmp_path / "none")
+
+
+def test_float_lung_maps_and_variants_match_repeated_calls():
+    # after MONAI's Resized the lung map is a float tensor: labels 1.0 / 2.0 must still work
+    img = torch.from_numpy(cxr_like(SIZE)[None])
+    lung = torch.from_numpy(ellipse_lungs(SIZE)[None].astype(np.float32))
+    a = RandTextureAnomaly(prob=0.7).set_random_state(5)
+    b = RandTextureAnomaly(prob=0.7).set_random_state(5)
+    batch = a.variants(img, lung, 4)
+    for out, mask, info in batch:
+        o2, m2, i2 = b(img, lung, return_info=True)
+        assert torch.equal(out, o2) and torch.equal(mask, m2) and info == i2
+        assert info["anomaly"] == bool(mask.any())
