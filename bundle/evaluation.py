@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bundle.inference import FailureLog, _atomic_text, _csv_text, _meta, _np2d
+from bundle.inference import FailureLog, meta_of
 from bundle.metrics import DiceAccumulator, PixelAUROC, best_f1, image_ap, image_auroc, nan_to_none
+from bundle.report import as_2d, csv_text, write_text_atomic
 
 __all__ = ["evaluation_datalist", "AnomalyEvaluationReport"]
 
@@ -161,13 +162,13 @@ class AnomalyEvaluationReport:
                 self._bar.update(1)
 
     def _add(self, item: dict) -> None:
-        image = _np2d(item["image"]).astype(np.float32)
-        pred = (_np2d(item["pred"]) > 0).astype(np.uint8)
-        error = _np2d(item["error"]).astype(np.float32)
+        image = as_2d(item["image"]).astype(np.float32)
+        pred = (as_2d(item["pred"]) > 0).astype(np.uint8)
+        error = as_2d(item["error"]).astype(np.float32)
         label = int(torch.as_tensor(item["label"]).reshape(-1)[0])
         has_mask = bool(int(torch.as_tensor(item.get("has_mask", 0)).reshape(-1)[0]))
-        gt = (_np2d(item["mask"]) > 0).astype(np.uint8) if "mask" in item else None
-        file = str(_meta(item["image"]).get("filename_or_obj", item.get("image_path", "")))
+        gt = (as_2d(item["mask"]) > 0).astype(np.uint8) if "mask" in item else None
+        file = str(meta_of(item["image"]).get("filename_or_obj", item.get("image_path", "")))
         score = float(item["score"])
         row = {
             "file": file, "label": label, "score": score, "has_mask": int(has_mask), "dice": None,
@@ -257,7 +258,7 @@ class AnomalyEvaluationReport:
         rows = sorted(self.rows, key=lambda r: r["file"])
         out = self.output_dir
         columns = ("file", "label", "score", "has_mask", "dice", "pred_fraction", "gt_fraction", "lungs_found")
-        _atomic_text(out / "per_image.csv", _csv_text(rows, columns))
+        write_text_atomic(out / "per_image.csv", csv_text(rows, columns))
         files: dict[str, str | None] = {"per_image": "per_image.csv", "roc": None, "pr": None, "montage": None}
         if metrics["mode"] == "standard" and plot_roc_pr(
             [r["score"] for r in rows], [r["label"] for r in rows], out / "roc.png", out / "pr.png"
@@ -282,9 +283,9 @@ class AnomalyEvaluationReport:
             )
         if metrics["failed"]:
             notes.append(f"{len(metrics['failed'])} files could not be read (see metrics.json 'failed').")
-        _atomic_text(out / "report.md", markdown_report(metrics, files, notes))
-        _atomic_text(out / "failures.json", json.dumps(metrics["failed"], indent=2) + "\n")
-        _atomic_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(out / "report.md", markdown_report(metrics, files, notes))
+        write_text_atomic(out / "failures.json", json.dumps(metrics["failed"], indent=2) + "\n")
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         self.failures.remove()
         summary = ", ".join(
             f"{k} {v:.4f}" if isinstance(v, float) else f"{k} n/a"
@@ -309,7 +310,7 @@ class AnomalyEvaluationReport:
                 f"cannot calibrate on the {self.split!r} split: it needs healthy and diseased images (score "
                 "threshold) and/or diseased images with masks (mask threshold)."
             )
-        _atomic_text(Path(path), json.dumps(point, indent=2) + "\n")
+        write_text_atomic(Path(path), json.dumps(point, indent=2) + "\n")
         logger.info(f"operating point written to {path}: {point}")
         return point
 

@@ -29,8 +29,6 @@ any other error (e.g. no input images).
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 import logging
 import os
@@ -40,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
+
+from bundle.report import as_2d, csv_text, write_text_atomic
 
 __all__ = [
     "DERIVED_FOLDERS",
@@ -53,6 +52,7 @@ __all__ = [
     "write_float_tiff",
     "AnomalyOutputWriter",
     "new_failure_log",
+    "meta_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,41 +240,15 @@ def write_float_tiff(path: str | os.PathLike, array2d: Any) -> Path:
 
     from bundle.io import atomic_write
 
-    arr = _np2d(array2d).astype(np.float32)
+    arr = as_2d(array2d).astype(np.float32)
     with atomic_write(path) as tmp:
         Image.fromarray(np.ascontiguousarray(arr), mode="F").save(tmp, format="TIFF")
     return Path(path)
 
 
-def _np2d(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2D array, got shape {arr.shape}.")
-    return arr
-
-
-def _meta(x: Any) -> dict:
+def meta_of(x: Any) -> dict:
+    """The meta dict of a MetaTensor (empty for anything else)."""
     return dict(getattr(x, "meta", {}) or {})
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from bundle.io import atomic_write
-
-    with atomic_write(path) as tmp:
-        Path(tmp).write_text(text)
-
-
-def _csv_text(rows: list[dict], columns: Sequence[str]) -> str:
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    return buf.getvalue()
 
 
 class AnomalyOutputWriter:
@@ -356,7 +330,7 @@ class AnomalyOutputWriter:
         output = engine.state.output
         items = output if isinstance(output, list) else [output]
         for item in items:
-            src = str(_meta(item[self.image_key]).get("filename_or_obj", ""))
+            src = str(meta_of(item[self.image_key]).get("filename_or_obj", ""))
             file = self._by_abspath.get(os.path.abspath(src), src)
             try:
                 self.rows.append(self.write_item(file, item))
@@ -370,9 +344,9 @@ class AnomalyOutputWriter:
         from bundle.io import read_image, write_nifti, write_png
         from bundle.report import overlay_image, save_rgb_png
 
-        meta = _meta(item[self.image_key])
-        mask = (_np2d(item[self.pred_key]) > 0).astype(np.uint8)
-        error = _np2d(item[self.error_key]).astype(np.float32)
+        meta = meta_of(item[self.image_key])
+        mask = (as_2d(item[self.pred_key]) > 0).astype(np.uint8)
+        error = as_2d(item[self.error_key]).astype(np.float32)
         shape = tuple(int(v) for v in np.asarray(meta.get("original_shape", mask.shape)).reshape(-1)[:2])
         if mask.shape != shape or error.shape != shape:
             raise ValueError(f"outputs {mask.shape}/{error.shape} were not restored to the input size {shape}")
@@ -425,10 +399,10 @@ class AnomalyOutputWriter:
             "num_failed": len(failures),
             "images": rows,
         }
-        _atomic_text(self.output_dir / "scores.json", json.dumps(summary, indent=2) + "\n")
-        _atomic_text(self.output_dir / "scores.csv", _csv_text(rows, self.SCORE_COLUMNS))
-        _atomic_text(self.output_dir / "failures.json", json.dumps(failures, indent=2) + "\n")
-        _atomic_text(self.output_dir / "failures.csv", _csv_text(failures, ("file", "reason")))
+        write_text_atomic(self.output_dir / "scores.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.output_dir / "scores.csv", csv_text(rows, self.SCORE_COLUMNS))
+        write_text_atomic(self.output_dir / "failures.json", json.dumps(failures, indent=2) + "\n")
+        write_text_atomic(self.output_dir / "failures.csv", csv_text(failures, ("file", "reason")))
         self.failures.remove()
         logger.info(
             f"inference: {len(rows)} of {len(self.files)} files processed, {len(failures)} skipped; "

@@ -5,6 +5,8 @@ Everything renders off-screen (matplotlib's Agg backend) and is written atomical
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +16,9 @@ import numpy as np
 import torch
 
 __all__ = [
+    "as_2d",
+    "write_text_atomic",
+    "csv_text",
     "DISPLAY_MAX_DIFF",
     "overlay_image",
     "save_rgb_png",
@@ -27,7 +32,8 @@ DISPLAY_MAX_DIFF = 0.25
 _CONTOUR_RGB = np.array([0.0, 1.0, 1.0])  # cyan: visible over grey and over the inferno heat map
 
 
-def _np2d(x: Any, dtype: Any = np.float32) -> np.ndarray:
+def as_2d(x: Any, dtype: Any = None) -> np.ndarray:
+    """numpy (H, W) from an (H, W) / (1, H, W) / (1, 1, H, W) array, tensor or MetaTensor."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
@@ -35,7 +41,26 @@ def _np2d(x: Any, dtype: Any = np.float32) -> np.ndarray:
         arr = arr[0]
     if arr.ndim != 2:
         raise ValueError(f"expected a 2D array, got shape {arr.shape}.")
-    return arr.astype(dtype)
+    return arr if dtype is None else arr.astype(dtype)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file all-or-nothing (temporary name, then rename)."""
+    from bundle.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
+def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """CSV text with a header row; None values become empty cells, other keys are ignored."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+    return buf.getvalue()
 
 
 def _resize(arr: np.ndarray, shape: tuple[int, int], nearest: bool) -> np.ndarray:
@@ -71,18 +96,18 @@ def overlay_image(
     from matplotlib import colormaps
     from scipy import ndimage
 
-    img = np.clip(_np2d(image), 0.0, 1.0)
+    img = np.clip(as_2d(image), 0.0, 1.0)
     h, w = img.shape
     if max_size is not None and max(h, w) > max_size:
         scale = max_size / max(h, w)
         h, w = max(1, round(h * scale)), max(1, round(w * scale))
         img = _resize(img, (h, w), nearest=False)
-    diff = np.sqrt(np.clip(_resize(_np2d(error), (h, w), nearest=False), 0.0, None))
+    diff = np.sqrt(np.clip(_resize(as_2d(error), (h, w), nearest=False), 0.0, None))
     heat = np.clip(diff / display_max, 0.0, 1.0)
     alpha = (0.65 * heat)[..., None]
     rgb = img[..., None] * (1 - alpha) + colormaps["inferno"](heat)[..., :3] * alpha
     if mask is not None:
-        m = _resize(_np2d(mask), (h, w), nearest=True) > 0
+        m = _resize(as_2d(mask), (h, w), nearest=True) > 0
         width = max(1, round(0.003 * (h + w)))
         edge = m & ~ndimage.binary_erosion(m, iterations=width, border_value=1)
         rgb[edge] = _CONTOUR_RGB
@@ -168,7 +193,7 @@ def save_montage(path: str | os.PathLike, cases: Sequence[dict], title: str = ""
     axes = np.atleast_2d(fig.subplots(len(cases), 2))
     for row, case in zip(axes, cases):
         gt = case.get("mask")
-        row[0].imshow(overlay_image(case["image"], np.zeros_like(_np2d(case["image"])), gt, max_size=256))
+        row[0].imshow(overlay_image(case["image"], np.zeros_like(as_2d(case["image"])), gt, max_size=256))
         row[0].set_title("input" + (" + ground truth" if gt is not None else ""), fontsize=8)
         row[1].imshow(overlay_image(case["image"], case["error"], case["pred"], max_size=256))
         row[1].set_title(case.get("caption", ""), fontsize=8)
