@@ -25,6 +25,7 @@ GOOD = {
     "raster/chest.png": (150, 210),  # 8-bit, non-square, collides with chest.jpg -> names keep the extension
     "raster/chest.jpg": (180, 180),
     "raster/chest16.png": (256, 256),
+    "raster/chest.tif": (200, 170),
     "dicom/chest_mono1.dcm": (300, 240),
     "nifti/chest.nii.gz": (160, 200),
 }
@@ -38,6 +39,7 @@ MASK_NAMES = {
     "raster/chest.png": "raster/chest_png_mask.png",
     "raster/chest.jpg": "raster/chest_jpg_mask.png",
     "raster/chest16.png": "raster/chest16_mask.png",
+    "raster/chest.tif": "raster/chest_tif_mask.png",
     "dicom/chest_mono1.dcm": "dicom/chest_mono1_mask.png",
     "nifti/chest.nii.gz": "nifti/chest_mask.nii.gz",
 }
@@ -71,6 +73,7 @@ def _write_inputs(root: Path) -> None:
     Image.fromarray(np.rint(img("raster/chest.png", 1) * 255).astype(np.uint8)).save(root / "raster/chest.png")
     Image.fromarray(np.rint(img("raster/chest.jpg", 2) * 255).astype(np.uint8)).save(root / "raster/chest.jpg", quality=95)
     Image.fromarray(np.rint(img("raster/chest16.png", 3) * 65535).astype(np.uint16)).save(root / "raster/chest16.png")
+    Image.fromarray(np.rint(img("raster/chest.tif", 6) * 65535).astype(np.uint16)).save(root / "raster/chest.tif")
     _write_dicom_mono1(root / "dicom/chest_mono1.dcm", img("dicom/chest_mono1.dcm", 4))
     write_nifti(root / "nifti/chest.nii.gz", img("nifti/chest.nii.gz", 5))
     (root / "bad/corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
@@ -130,7 +133,7 @@ def test_every_format_restored_to_its_own_size(first_run):
     for rel, shape in GOOD.items():
         mask_path = out / MASK_NAMES[rel]
         assert mask_path.is_file(), f"{mask_path} missing; stderr: {proc.stderr[-2000:]}"
-        stem = str(mask_path)[: -len("_mask.png")] if rel.endswith((".png", ".jpg", ".dcm")) else str(mask_path)[: -len("_mask.nii.gz")]
+        stem = str(mask_path)[: -len("_mask.png")] if rel.endswith((".png", ".jpg", ".tif", ".dcm")) else str(mask_path)[: -len("_mask.nii.gz")]
         if rel.endswith(".nii.gz"):
             import nibabel as nib
 
@@ -167,7 +170,7 @@ def test_scores_table_and_failures(first_run):
     assert "empty" in failures["bad/empty.png"].lower()
     assert len((out / "failures.csv").read_text().splitlines()) == 1 + len(BAD)
     log = first_run["proc"].stdout + first_run["proc"].stderr
-    assert "5 of 9 files processed, 4 skipped" in log
+    assert f"{len(GOOD)} of {len(GOOD) + len(BAD)} files processed, {len(BAD)} skipped" in log
     leftovers = [p for p in out.rglob(".*")]
     assert not leftovers, f"temporary files left behind: {leftovers}"
 
