@@ -312,7 +312,12 @@ def run_offline_job(
     _write_json(report_dir / f"{name}_report.rank{rank}.json",
                 {"summary": {**own, "rank": rank, "world_size": world, "seconds": seconds}, "records": records})
 
-    everything = _gather(records, rank, world, dist_timeout_s) if world > 1 else records
+    try:
+        everything = _gather(records, rank, world, dist_timeout_s) if world > 1 else records
+    except Exception as e:  # e.g. RANK/WORLD_SIZE set by hand without MASTER_ADDR: the rank reports still hold it all
+        logger.warning("%s: could not gather the ranks' reports (%s: %s); see %s_report.rank*.json in %s", name,
+                       type(e).__name__, e, name, report_dir)
+        return own
     if everything is None:
         return own
     everything.sort(key=lambda r: r["source"])

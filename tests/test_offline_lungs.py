@@ -90,21 +90,25 @@ def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
 
 
 def _train_images(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "train").rglob("*") if p.is_file() and not p.name.startswith("zz_"))
+    return sorted(p for p in (root / "train").rglob("*") if p.is_file() and not p.name.startswith(("zz_", "blank")))
 
 
 def test_lungs_job_bundle_run_resume_and_cache(demo_copy: Path):
     root = demo_copy
     bad = _add_bad_files(root)
+    blank = root / "train" / "healthy" / "blank.png"  # a valid image without lungs: done, flagged, empty map
+    write_png(blank, np.full((96, 96), 0.5, np.float32))
     proc = _run([sys.executable, "-m", "monai.bundle", "run", "lungs", "--config_file", CONFIG,
                  "--dataset_dir", str(root), "--num_workers", "2"])
     lungs = root / "lungs"
     report = json.loads((lungs / "lungs_report.json").read_text())
     status = {r["source"]: r for r in report["records"]}
     images = _train_images(root)
-    assert len(status) == len(images) + len(bad)  # training images only by default
+    assert len(status) == len(images) + len(bad) + 1  # training images only by default
     for b in bad:
         assert status[str(b)]["status"] == "failed" and b.name in status[str(b)]["reason"]
+    assert status[str(blank)]["flags"] == ["no lung"] and not read_labels(lung_cache_path(blank, root, lungs)).any()
+    assert "no lung" in (lungs / "lungs_report.csv").read_text()
     for img in images:
         assert status[str(img)]["status"] == "done"
         out = lung_cache_path(img, root, lungs)
@@ -122,7 +126,8 @@ def test_lungs_job_bundle_run_resume_and_cache(demo_copy: Path):
 
     run("lungs", config_file=CONFIG, dataset_dir=str(root), num_workers=0, progress=False)
     report = json.loads((lungs / "lungs_report.json").read_text())
-    assert report["summary"]["done"] == 0 and report["summary"]["skipped"] == len(images)
+    assert report["summary"]["done"] == 0 and report["summary"]["skipped"] == len(images) + 1
+    assert report["summary"]["flags"].get("no lung") == 1  # carried over from the first run
     assert report["summary"]["failed"] == len(bad)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
