@@ -8,6 +8,7 @@ composites thousands of jittered stamps in one scatter-add instead of one resamp
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -162,6 +163,7 @@ class StampBank:
 
 
 _BANKS: OrderedDict = OrderedDict()
+_BANKS_LOCK = threading.Lock()  # ThreadDataLoader workers share the cache
 
 
 def stamp_bank(texture: np.ndarray, texture_key, widths, scales, n_angles: int) -> StampBank:
@@ -170,12 +172,13 @@ def stamp_bank(texture: np.ndarray, texture_key, widths, scales, n_angles: int) 
     ``texture_key`` identifies the texture (e.g. its seed or file name) so it need not be hashed.
     """
     key = (texture_key, tuple(round(float(w), 3) for w in widths), tuple(round(float(s), 4) for s in scales), n_angles)
-    bank = _BANKS.get(key)
-    if bank is None:
-        bank = StampBank(texture, widths, scales, n_angles)
-        _BANKS[key] = bank
-        while len(_BANKS) > 10:
-            _BANKS.popitem(last=False)
-    else:
-        _BANKS.move_to_end(key)
-    return bank
+    with _BANKS_LOCK:
+        bank = _BANKS.get(key)
+        if bank is None:
+            bank = StampBank(texture, widths, scales, n_angles)
+            _BANKS[key] = bank
+            while len(_BANKS) > 10:
+                _BANKS.popitem(last=False)
+        else:
+            _BANKS.move_to_end(key)
+        return bank
