@@ -155,6 +155,7 @@ class FailureLog:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = str(path)
+        self.count = 0  # failures recorded by this process (workers count in their own copies)
 
     def record(self, file: str, reason: str) -> None:
         prefix = f"{file}: "
@@ -164,6 +165,7 @@ class FailureLog:
         line = json.dumps({"file": str(file), "reason": reason}) + "\n"
         with open(self.path, "a") as f:
             f.write(line)
+        self.count += 1
 
     def read(self) -> list[dict[str, str]]:
         if not os.path.isfile(self.path):
@@ -336,8 +338,8 @@ class AnomalyOutputWriter:
                 self.rows.append(self.write_item(file, item))
             except Exception as e:  # e.g. disk full or permissions: report, keep going
                 self.failures.record(file, f"writing outputs failed: {failure_reason(e)}")
-            if self._bar is not None:
-                self._bar.update(1)
+        if self._bar is not None:  # skipped files count as done too
+            self._bar.update(len(self.rows) + self.failures.count - self._bar.n)
 
     def write_item(self, file: str, item: dict) -> dict:
         """Write mask, error map and overlay of one item; return its scores-table row."""
@@ -385,10 +387,11 @@ class AnomalyOutputWriter:
         }
 
     def completed(self, engine: Any = None) -> None:
+        failures = self.failures.read()
         if self._bar is not None:
+            self._bar.update(max(0, len(self.rows) + len(failures) - self._bar.n))
             self._bar.close()
             self._bar = None
-        failures = self.failures.read()
         rows = sorted(self.rows, key=lambda r: r["file"])
         summary = {
             "score_rule": self.score_rule,
