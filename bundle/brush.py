@@ -121,9 +121,9 @@ class StampBank:
                     self.patches.append(np.ascontiguousarray(rot[r0:r1, c0:c1], dtype=np.float32))
                     centres.append(((rot.shape[0] - 1) // 2 - r0, (rot.shape[1] - 1) // 2 - c0))
         self.centres = np.asarray(centres, dtype=np.int64)
-        shapes = np.asarray([p.shape for p in self.patches], dtype=np.int64)
+        self.shapes = np.asarray([p.shape for p in self.patches], dtype=np.int64)
         # stamps go into a canvas padded by the largest stamp reach, so they may hang over the image border
-        self.pad = int(max(self.centres.max(), (shapes - self.centres).max())) + 1
+        self.pad = int(max(self.centres.max(), (self.shapes - self.centres).max())) + 1
 
     def variant(self, brush: np.ndarray, scale: np.ndarray, angle: np.ndarray) -> np.ndarray:
         """Flat variant indices for integer brush, scale-bin and angle-bin indices."""
@@ -153,11 +153,12 @@ class StampBank:
         variant = np.asarray(variant, np.int64)
         top = np.asarray(rows, np.int64) + self.pad - self.centres[variant, 0]
         left = np.asarray(cols, np.int64) + self.pad - self.centres[variant, 1]
+        bottom, right = top + self.shapes[variant, 0], left + self.shapes[variant, 1]
         weight = -np.log1p(-np.asarray(opacity, np.float64))
         patches = self.patches
-        for v, y, x, wt in zip(variant.tolist(), top.tolist(), left.tolist(), weight.tolist()):
-            p = patches[v]
-            canvas[y : y + p.shape[0], x : x + p.shape[1]] += wt * p
+        boxes = zip(variant.tolist(), top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), weight.tolist())
+        for v, y, y2, x, x2, wt in boxes:
+            canvas[y:y2, x:x2] += patches[v] * wt
         inner = canvas[self.pad : self.pad + h, self.pad : self.pad + w]
         return -np.expm1(-inner)
 
