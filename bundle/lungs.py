@@ -67,6 +67,8 @@ class PBTSegParams:
         min_area: smallest lung, as a fraction of the image area (published: 2000 px at 256x256 = 3.1 %).
         max_area: largest lung, as a fraction of the image area (published: 10000 px at 256x256 = 15.3 %).
         min_aspect: bounding box height / width must exceed this (published: taller than wide, 1.0).
+        min_height: bounding box height as a fraction of the image height (lungs span about half of a chest
+            film); rejects small lung-shaped blobs in images that are not chest X-rays.
         min_solidity: area / convex hull area must exceed this (published 0.6).
         centroid_band: the centroid must lie between these fractions of the height and of the width.
         max_border_fraction: largest share of the convex hull perimeter that may lie on the image border.
@@ -89,6 +91,7 @@ class PBTSegParams:
     min_area: float = 0.02
     max_area: float = 0.16
     min_aspect: float = 1.0
+    min_height: float = 0.25
     min_solidity: float = 0.6
     centroid_band: tuple[float, float] = (1.0 / 6.0, 5.0 / 6.0)
     max_border_fraction: float = 0.15
@@ -278,7 +281,7 @@ def _is_lung(lab: np.ndarray, k: int, area: int, box: tuple[slice, slice], side:
     h, w = lab.shape
     sr, sc = box
     bh, bw = sr.stop - sr.start, sc.stop - sc.start
-    if bh <= p.min_aspect * bw:
+    if bh <= p.min_aspect * bw or bh < p.min_height * h:
         return False
     sub = lab[sr, sc] == k
     cy = (sub.sum(axis=1) @ np.arange(sr.start, sr.stop)) / area
@@ -306,7 +309,8 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
     twice finer level grid for one extra labelling.
     """
     h, w = work.shape
-    a_min, a_max = p.min_area * h * w, p.max_area * h * w
+    # at least 64 grid pixels: on tiny images a few noise pixels would otherwise pass the fractional minimum
+    a_min, a_max = max(p.min_area * h * w, 64.0), p.max_area * h * w
     left_edge, right_edge = p.side_fraction * w, (1.0 - p.side_fraction) * w
     fine = np.arange(p.quantile_range[0], p.quantile_range[1] + 1e-9, 0.5 * p.quantile_step)
     fine_levels = np.quantile(work, fine)  # one partial sort serves the levels and the half-step retries
@@ -408,7 +412,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         ``right_found``, ``lungs`` (list of found labels), ``quantiles`` (threshold quantile per found lung),
         ``reason`` (why nothing was found, else "") and ``shape``.
 
-    Never raises for a valid 2D numeric image: a non-chest-X-ray or a failed search gives an empty map and
+    Never raises for a valid 2D numeric image: a non-chest-X-ray, an image under 32 pixels or a failed search gives
+    an empty map and
     ``found=False``. Raises ``ValueError`` only for inputs that are not a 2D numeric image.
     """
     p = params or PBTSegParams()
@@ -422,8 +427,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
     }
     r0, r1, c0, c1 = _content_box(a) if p.crop_padding else (0, a.shape[0], 0, a.shape[1])
     h, w = r1 - r0, c1 - c0
-    if min(h, w) < 16:
-        info["reason"] = "image is uniform or smaller than 16 pixels after cropping constant borders"
+    if min(h, w) < 32:
+        info["reason"] = "image is uniform or smaller than 32 pixels after cropping constant borders"
         return labels, info
     content = a[r0:r1, c0:c1]
     f = max(1, int(round(min(h, w) / p.search_size)))
