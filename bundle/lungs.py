@@ -686,7 +686,8 @@ class LungMapJob:
     ``include_test``), mirroring the dataset layout under ``output_dir``, which :class:`PBTSegd` then reads with
     ``cache_dir=output_dir``. Sharded across torchrun ranks, parallel, resumable and reported by
     :func:`bundle.offline.run_offline_job`; rank 0 also writes ``lungs_report.json``/``.csv`` (images with no lung
-    carry the flag ``no lung``) and ``lungs_qa.png``, a montage of sampled images with their lung contours.
+    carry the flag ``no lung``), ``lungs_no_lung.txt`` (those images, one per line) and ``lungs_qa.png``, a montage
+    of sampled images with their lung contours.
 
     Args:
         dataset_dir: the dataset root (published layout or a plain image folder).
@@ -733,14 +734,21 @@ class LungMapJob:
         logger.info("lungs: %d images under %s -> %s", len(items), self.dataset_dir, self.output_dir)
         return run_offline_job(
             self.name, items, partial(compute_lung_map, params=self.params), self.output_dir,
-            num_workers=self.num_workers, overwrite=self.overwrite, progress=self.progress, after=self._montage,
+            num_workers=self.num_workers, overwrite=self.overwrite, progress=self.progress, after=self._finish,
         )
 
-    def _montage(self, records: list[dict]) -> None:
-        """QA montage of evenly spaced images with their lung contours; no-lung images framed in red."""
-        from bundle.io import read_image, read_labels
+    def _finish(self, records: list[dict]) -> None:
+        """Rank 0, after the merge: ``lungs_no_lung.txt`` (one image per line) and the QA montage."""
+        from bundle.io import atomic_write, read_image, read_labels
         from bundle.offline import contour_montage
 
+        no_lung = [r["source"] for r in records if "no lung" in r["flags"]]
+        with atomic_write(self.output_dir / "lungs_no_lung.txt") as tmp:
+            Path(tmp).write_text("".join(f"{s}\n" for s in no_lung))
+        if no_lung:
+            logger.warning("lungs: no lung found in %d image(s), listed in %s", len(no_lung),
+                           self.output_dir / "lungs_no_lung.txt")
+        # QA montage of evenly spaced images with their lung contours; no-lung images framed in red
         ok = [r for r in records if r["status"] != "failed"]
         if not ok or self.montage_size <= 0:
             return

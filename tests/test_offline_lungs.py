@@ -109,6 +109,7 @@ def test_lungs_job_bundle_run_resume_and_cache(demo_copy: Path):
         assert status[str(b)]["status"] == "failed" and b.name in status[str(b)]["reason"]
     assert status[str(blank)]["flags"] == ["no lung"] and not read_labels(lung_cache_path(blank, root, lungs)).any()
     assert "no lung" in (lungs / "lungs_report.csv").read_text()
+    assert (lungs / "lungs_no_lung.txt").read_text().splitlines() == [str(blank)]
     for img in images:
         assert status[str(img)]["status"] == "done"
         out = lung_cache_path(img, root, lungs)
