@@ -81,6 +81,8 @@ class PBTSegParams:
         rib_suppression: length, as a fraction of the height, of a vertical grey-level opening applied first: it
             removes thin bright roughly horizontal bands (ribs, clavicles) that cut the lung fields apart, while
             vertical structures (chest wall, mediastinum) stay; 0 disables it.
+        spur_removal: radius, as a fraction of the image size, of a final binary opening that strips thin spurs
+            and leaks from each lung (at least one pixel; 0 disables it).
         stop_quantile: past this quantile the search stops once the lungs have not grown for two levels (the
             published code stops above t = 130 when no component qualifies).
     """
@@ -101,6 +103,7 @@ class PBTSegParams:
     crop_padding: bool = True
     fill_holes: bool = True
     rib_suppression: float = 0.04
+    spur_removal: float = 0.006
     stop_quantile: float = 0.5
 
 
@@ -155,6 +158,22 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
         outside[edge] = True
     outside[0] = True
     return mask | ~outside[lab]
+
+
+def _remove_spurs(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary opening (square of side ``2 * radius + 1``) on the mask's box, keeping its largest piece: strips thin spurs
+    and one-line leaks that the full-resolution threshold lets out of the lung (e.g. along the trachea)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    r0, r1 = max(rows[0] - radius, 0), rows[-1] + radius + 1
+    c0, c1 = max(cols[0] - radius, 0), cols[-1] + radius + 1
+    size = 2 * radius + 1  # square opening: separable min/max filters, cost independent of the radius
+    crop = ndimage.maximum_filter(ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"),
+                                  size, mode="constant").astype(bool)
+    lab, n = ndimage.label(crop, structure=_CROSS)
+    out = np.zeros_like(mask)
+    if n:
+        out[r0:r1, c0:c1] = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    return out
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -454,6 +473,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
             m = _fill_holes(best[side].mask) if p.fill_holes else best[side].mask
         else:
             m = _refine(content, best[side], f, rib_len, gain, p.fill_holes)
+        if p.spur_removal > 0 and m.any():
+            m = _remove_spurs(m, max(1, int(round(p.spur_removal * min(h, w)))))
         if not m.any():
             continue
         view[m & (view == 0)] = side
