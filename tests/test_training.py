@@ -207,7 +207,7 @@ def test_no_training_images_fails_early(tmp_path):
     assert "DatalistError" in _chain(info.value) and "train/healthy: empty folder" in _chain(info.value)
 
 
-def _run(args: list[str], cwd: Path, timeout: int = 240, torchrun: int = 0) -> subprocess.CompletedProcess:
+def _run(args: list[str], cwd: Path, timeout: int = 480, torchrun: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.setdefault("OMP_NUM_THREADS", "1" if torchrun else "2")
     head = [sys.executable, "-m", "monai.bundle", "run"]
