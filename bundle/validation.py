@@ -66,7 +66,8 @@ class SeededTextureAnomalyd(MapTransform):
 
     Entries with ``seed_key`` get one anomaly drawn with ``RandTextureAnomaly(prob=1)`` seeded by that value;
     the anomalous image replaces ``image`` and the synthetic mask is written to ``mask_key``. Entries without a
-    seed pass unchanged. Not a random transform: the same entry always gives the same result (so it can be cached).
+    seed pass unchanged. An empty anomaly (no lung found) sets ``label`` to None, so metrics skip the entry.
+    Not a random transform: the same entry always gives the same result (so it can be cached).
 
     Args:
         keys: image key.
@@ -97,6 +98,10 @@ class SeededTextureAnomalyd(MapTransform):
         self.synth.set_random_state(seed=int(d[self.seed_key]) % (2**32))
         for key in self.key_iterator(d):
             d[key], d[self.mask_key] = self.synth(d[key], d[self.lung_key])
+            if not bool((d[self.mask_key] > 0).any()):
+                # no lung found, so no anomaly: the "diseased" copy equals the healthy one; leave it out of metrics
+                logger.warning("synthetic validation anomaly is empty (no lung found?); entry ignored by metrics.")
+                d["label"] = None
         return d
 
 
