@@ -64,7 +64,7 @@ def ablation(workdir: str, extra: list[str]) -> None:
         t_train = time.perf_counter() - t0
         evaluate = f"['{REPO / 'configs' / 'train.json'}','{REPO / 'configs' / 'evaluate.json'}']"
         subprocess.run([sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", evaluate,
-                        "--bundle_root", str(root), *common], check=True, cwd=REPO)
+                        "--bundle_root", str(root), *common, *extra], check=True, cwd=REPO)
         metrics = json.loads((root / "eval" / "metrics.json").read_text())
         rows[name] = (metrics, t_train)
     print(f"{'recipe':24s} {'image AUROC':>12s} {'image AP':>9s} {'pixel Dice':>11s} {'train s':>8s}")
