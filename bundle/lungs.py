@@ -761,7 +761,7 @@ class LungMapJob:
     def _finish(self, records: list[dict]) -> None:
         """Rank 0, after the merge: ``lungs_no_lung.txt`` (one image per line) and the QA montage."""
         from bundle.io import atomic_write, read_image, read_labels
-        from bundle.offline import contour_montage
+        from bundle.offline import records_montage
 
         no_lung = [r["source"] for r in records if "no lung" in r["flags"]]
         with atomic_write(self.output_dir / "lungs_no_lung.txt") as tmp:
@@ -770,16 +770,9 @@ class LungMapJob:
             logger.warning("lungs: no lung found in %d image(s), listed in %s", len(no_lung),
                            self.output_dir / "lungs_no_lung.txt")
         # QA montage of evenly spaced images with their lung contours; no-lung images framed in red
-        ok = [r for r in records if r["status"] != "failed"]
-        if not ok or self.montage_size <= 0:
-            return
-        picks = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, min(self.montage_size, len(ok))).astype(int))]
-        tiles = []
-        for r in picks:
-            try:
-                tiles.append((read_image(r["source"])[0], read_labels(r["outputs"][0]), "no lung" in r["flags"]))
-            except Exception as e:  # the montage is a convenience: never fail the job for it
-                logger.warning("QA montage skips %s: %s", r["source"], e)
-        path = contour_montage(tiles, self.output_dir / "lungs_qa.png")
+        def tile(r: dict) -> tuple[np.ndarray, np.ndarray, bool]:
+            return read_image(r["source"])[0], read_labels(r["outputs"][0]), "no lung" in r["flags"]
+
+        path = records_montage(records, tile, self.output_dir / "lungs_qa.png", self.montage_size)
         if path is not None:
             logger.info("lungs: QA montage %s (lung 1 orange, lung 2 cyan; red frame = no lung)", path)

@@ -339,6 +339,35 @@ def run_offline_job(
 _COLOURS = np.array([[0, 0, 0], [255, 140, 0], [0, 200, 255], [120, 255, 60], [255, 60, 200]], np.uint8)
 
 
+def records_montage(
+    records: Sequence[dict],
+    tile: Callable[[dict], tuple[np.ndarray, np.ndarray, bool]],
+    path: str | os.PathLike,
+    count: int,
+) -> Path | None:
+    """Write a QA montage (:func:`contour_montage`) of up to ``count`` evenly spaced finished job records.
+
+    Args:
+        records: the job's merged records; failed ones (and ones without outputs) are left out.
+        tile: maps a record to ``(image, labels, highlight)`` for :func:`contour_montage`.
+        path: the PNG to write (atomically).
+        count: how many records to show at most; 0 writes nothing.
+
+    Returns:
+        The path, or None when there is nothing to draw.
+    """
+    ok = [r for r in records if r["status"] != "failed" and r["outputs"]]
+    if not ok or count <= 0:
+        return None
+    tiles = []
+    for i in np.unique(np.linspace(0, len(ok) - 1, min(count, len(ok))).astype(int)):
+        try:
+            tiles.append(tile(ok[i]))
+        except Exception as e:  # the montage is a convenience: never fail the job for it
+            logger.warning("QA montage skips %s: %s", ok[i]["source"], e)
+    return contour_montage(tiles, path)
+
+
 def contour_montage(
     tiles: Sequence[tuple[np.ndarray, np.ndarray, bool]],
     path: str | os.PathLike,

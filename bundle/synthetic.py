@@ -192,19 +192,12 @@ class SyntheticAnomalyJob:
     def _montage(self, records: list[dict]) -> None:
         """QA montage: first variants of evenly spaced images with their mask contours."""
         from bundle.io import read_image, read_labels
-        from bundle.offline import contour_montage
+        from bundle.offline import records_montage
 
-        ok = [r for r in records if r["status"] != "failed" and r["outputs"]]
-        if not ok or self.montage_size <= 0:
-            return
-        picks = [ok[i] for i in np.unique(np.linspace(0, len(ok) - 1, min(self.montage_size, len(ok))).astype(int))]
-        tiles = []
-        for r in picks:
-            try:
-                tiles.append((read_image(r["outputs"][0])[0], read_labels(r["outputs"][1]), bool(r["flags"])))
-            except Exception as e:  # the montage is a convenience: never fail the job for it
-                logger.warning("QA montage skips %s: %s", r["source"], e)
-        path = contour_montage(tiles, self.output_dir / "synthesize_qa.png")
+        def tile(r: dict) -> tuple[np.ndarray, np.ndarray, bool]:
+            return read_image(r["outputs"][0])[0], read_labels(r["outputs"][1]), bool(r["flags"])
+
+        path = records_montage(records, tile, self.output_dir / "synthesize_qa.png", self.montage_size)
         if path is not None:
             logger.info("synthesize: QA montage %s (mask contours orange; red frame = flagged)", path)
 

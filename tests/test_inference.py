@@ -15,6 +15,7 @@ import torch
 
 from bundle.data.phantoms import make_phantom
 from bundle.io import read_image, write_nifti
+from tests.dicom_files import write_dicom_monochrome1
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "inference.json")
@@ -45,25 +46,6 @@ MASK_NAMES = {
 }
 
 
-def _write_dicom_mono1(path: Path, image: np.ndarray) -> None:
-    """12-bit MONOCHROME1 DX file (bright = low stored value), written with pydicom."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "DX", "phantom"
-    ds.Rows, ds.Columns = image.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.rint((1.0 - image) * 4095).astype(np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-
-
 def _write_inputs(root: Path) -> None:
     from PIL import Image
 
@@ -74,7 +56,7 @@ def _write_inputs(root: Path) -> None:
     Image.fromarray(np.rint(img("raster/chest.jpg", 2) * 255).astype(np.uint8)).save(root / "raster/chest.jpg", quality=95)
     Image.fromarray(np.rint(img("raster/chest16.png", 3) * 65535).astype(np.uint16)).save(root / "raster/chest16.png")
     Image.fromarray(np.rint(img("raster/chest.tif", 6) * 65535).astype(np.uint16)).save(root / "raster/chest.tif")
-    _write_dicom_mono1(root / "dicom/chest_mono1.dcm", img("dicom/chest_mono1.dcm", 4))
+    write_dicom_monochrome1(root / "dicom/chest_mono1.dcm", img("dicom/chest_mono1.dcm", 4))
     write_nifti(root / "nifti/chest.nii.gz", img("nifti/chest.nii.gz", 5))
     (root / "bad/corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     (root / "bad/empty.png").write_bytes(b"")

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.dicom_files import write_dicom
 from bundle.io import (
     SUPPORTED_EXTENSIONS,
     CXRReadError,
@@ -44,32 +45,6 @@ def _pil(path, array, **save):
     from PIL import Image
 
     Image.fromarray(array).save(path, **save)
-
-
-def _dicom(path, stored, *, photometric="MONOCHROME2", bits_stored=8, signed=False, preamble=True, **attrs):
-    """A real DICOM Part 10 file (DX, explicit VR little endian) holding `stored` as pixel values."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128 if preamble else None)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "DX", "phantom"
-    allocated = 8 if bits_stored == 8 and not signed else 16
-    dtype = {(8, False): np.uint8, (16, False): np.uint16, (16, True): np.int16}[(allocated, signed)]
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = allocated, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = int(signed)
-    ds.PixelSpacing = [0.2, 0.15]
-    ds.PixelData = np.ascontiguousarray(stored.astype(dtype)).tobytes()
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=preamble)
-    return ds
 
 
 def _voi_lut_dataset():
@@ -123,25 +98,25 @@ def write_case(case: str, d):
         _pil(d / "a.tiff", k.astype(np.uint16) * 257)
         return d / "a.tiff"
     if case == "dcm_mono2":
-        _dicom(d / "a.dcm", k)
+        write_dicom(d / "a.dcm", k)
     elif case == "dcm_mono1":
-        _dicom(d / "a.dcm", 255 - k, photometric="MONOCHROME1")
+        write_dicom(d / "a.dcm", 255 - k, photometric="MONOCHROME1")
     elif case == "dcm_12bit":
-        _dicom(d / "a.dcm", k.astype(np.uint16) * 16, bits_stored=12)
+        write_dicom(d / "a.dcm", k.astype(np.uint16) * 16, bits_stored=12)
     elif case == "dcm_signed":
-        _dicom(d / "a.dcm", k.astype(np.int16) - 128, bits_stored=16, signed=True)
+        write_dicom(d / "a.dcm", k.astype(np.int16) - 128, bits_stored=16, signed=True)
     elif case == "dcm_rescale":  # negative slope: ignoring it gives the negative
-        _dicom(d / "a.dcm", 255 - k, RescaleSlope=-1, RescaleIntercept=255, RescaleType="US")
+        write_dicom(d / "a.dcm", 255 - k, RescaleSlope=-1, RescaleIntercept=255, RescaleType="US")
     elif case == "dcm_window":
-        _dicom(d / "a.dcm", _window_stored(), bits_stored=12, **WINDOW)
+        write_dicom(d / "a.dcm", _window_stored(), bits_stored=12, **WINDOW)
     elif case == "dcm_rescale_window":  # window in rescaled units: stored = (value - 100) / 2
         s = _window_stored()
-        _dicom(d / "a.dcm", (s - 100) // 2, bits_stored=12, RescaleSlope=2, RescaleIntercept=100, **WINDOW)
+        write_dicom(d / "a.dcm", (s - 100) // 2, bits_stored=12, RescaleSlope=2, RescaleIntercept=100, **WINDOW)
     elif case == "dcm_mono1_window":
-        _dicom(d / "a.dcm", 4095 - _window_stored(), bits_stored=12, photometric="MONOCHROME1",
+        write_dicom(d / "a.dcm", 4095 - _window_stored(), bits_stored=12, photometric="MONOCHROME1",
                WindowCenter=4095 - 1510.5 + 1, WindowWidth=1021)
     elif case == "dcm_voi_lut":
-        _dicom(d / "a.dcm", 255 - k, VOILUTSequence=_voi_lut_dataset(), **WINDOW)  # LUT preferred to window
+        write_dicom(d / "a.dcm", 255 - k, VOILUTSequence=_voi_lut_dataset(), **WINDOW)  # LUT preferred to window
     elif case == "dcm_voi_lut_ow":  # 4096-entry LUT with 8-bit output stored as OW words
         from pydicom.dataset import Dataset
 
@@ -149,17 +124,17 @@ def write_case(case: str, d):
         item.LUTDescriptor = [4096, 0, 8]
         item.LUTData = np.array([255 - i // 16 for i in range(4096)], "<u2").tobytes()
         item["LUTData"].VR = "OW"
-        _dicom(d / "a.dcm", (255 - k.astype(np.uint16)) * 16, bits_stored=12, VOILUTSequence=[item])
+        write_dicom(d / "a.dcm", (255 - k.astype(np.uint16)) * 16, bits_stored=12, VOILUTSequence=[item])
     elif case == "dcm_no_extension":
-        _dicom(d / "1.2.826.0.1.3680043", k)
+        write_dicom(d / "1.2.826.0.1.3680043", k)
         return d / "1.2.826.0.1.3680043"
     elif case == "dcm_no_preamble":
-        _dicom(d / "a.dcm", k, preamble=False)
+        write_dicom(d / "a.dcm", k, preamble=False)
     elif case in ("dcm_rle", "dcm_j2k"):
         import pydicom
         from pydicom.uid import JPEG2000Lossless, RLELossless
 
-        ds = _dicom(d / "a.dcm", k.astype(np.uint16) * 16, bits_stored=12)
+        ds = write_dicom(d / "a.dcm", k.astype(np.uint16) * 16, bits_stored=12)
         ds.compress(RLELossless if case == "dcm_rle" else JPEG2000Lossless)
         ds.save_as(d / "a.dcm")
         assert pydicom.dcmread(d / "a.dcm").file_meta.TransferSyntaxUID.is_compressed
@@ -208,7 +183,7 @@ def test_dicom_meta_records_rule(tmp_path):
     assert meta["format"] == "dicom" and meta["intensity"] == "window_linear+inverted"
     np.testing.assert_allclose(meta["spacing"], [0.2, 0.15])
     assert read_image(write_case("dcm_voi_lut", tmp_path))[1]["intensity"] == "voi_lut"
-    _dicom(tmp_path / "empty_window.dcm", pattern(), WindowCenter="", WindowWidth="")  # no VOI given
+    write_dicom(tmp_path / "empty_window.dcm", pattern(), WindowCenter="", WindowWidth="")  # no VOI given
     image, meta = read_image(tmp_path / "empty_window.dcm")
     assert meta["intensity"] == "minmax" and np.allclose(image, EXPECTED, atol=1e-5)
 
@@ -218,7 +193,7 @@ def test_undecodable_transfer_syntax_names_file_and_syntax(tmp_path):
     from pydicom.encaps import encapsulate
     from pydicom.uid import MPEG2MPML
 
-    ds = _dicom(tmp_path / "video.dcm", pattern())
+    ds = write_dicom(tmp_path / "video.dcm", pattern())
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
     ds["PixelData"].VR = "OB"
@@ -232,7 +207,7 @@ def _corrupt(d):
     good = write_png(d / "good.png", pattern())
     (d / "truncated.png").write_bytes(good.read_bytes()[:150])
     (d / "garbage.jpg").write_bytes(b"not an image at all" * 10)
-    _dicom(d / "short.dcm", pattern())
+    write_dicom(d / "short.dcm", pattern())
     raw = (d / "short.dcm").read_bytes()
     (d / "short.dcm").write_bytes(raw[: len(raw) - 500])
     (d / "notdicom.dcm").write_bytes(b"\x01\x02" * 300)

@@ -14,30 +14,12 @@ from bundle.data.phantoms import make_phantom
 from bundle.io import read_image, write_nifti, write_png
 from bundle.lungs import PBTSegParams, lung_cache_path, pbtseg
 from bundle.transforms import PBTSeg, PBTSegd
+from tests.dicom_files import write_dicom_monochrome1
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     s = a.sum() + b.sum()
     return float(2 * (a & b).sum() / s) if s else 1.0
-
-
-def write_dicom_monochrome1(path, image: np.ndarray) -> None:
-    """A real DICOM (CR, 12-bit, MONOCHROME1: low stored values are bright) holding ``image`` in [0, 1]."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = "CR", "phantom"
-    ds.Rows, ds.Columns = image.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.rint((1.0 - image) * 4095).astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def _pad(img, lung, top, bottom, left, right, value=0.0):
