@@ -240,3 +240,39 @@ def test_inference_datalist_scan_rules(tmp_path):
         inference_datalist(root / "missing")
     stems = output_stems([str(root / "a/x.png"), str(root / "a/x.dcm"), str(root / "a/b/y.nii.gz")], root)
     assert stems == {str(root / "a/x.png"): "a/x_png", str(root / "a/x.dcm"): "a/x_dcm", str(root / "a/b/y.nii.gz"): "a/b/y"}
+
+
+def _inference_lungs(image_path: Path, **overrides) -> np.ndarray:
+    """The `lung` map that configs/inference.json's preprocessing gives for one file (before resizing), built the
+    way MONAI Label builds it: `dataset_dir` left at its default."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    parser.update(overrides)
+    load, lungs = parser.get_parsed_content("preprocessing").transforms[:2]
+    return np.asarray(lungs(load({"image": str(image_path)}))["lung"])[0]
+
+
+def test_inference_lungs_from_cache_or_online_agree(tmp_path):
+    """The lung-cache switch: online by default; with `lung_cache_dir` the cached map is used, and the map the
+    `lungs` job would cache equals the online one. Building the preprocessing touches no demo data."""
+    from bundle.io import write_png
+    from bundle.lungs import lung_cache_path, pbtseg
+
+    root = tmp_path / "site"
+    image_path = root / "test" / "diseased" / "x.png"
+    image_path.parent.mkdir(parents=True)
+    ph = make_phantom(200, seed=3)
+    write_png(image_path, ph.image)
+    online = _inference_lungs(image_path, bundle_root=str(tmp_path / "bundle"))
+    assert not (tmp_path / "bundle").exists()  # no demo dataset written as a side effect
+    assert set(np.unique(online)) == {0, 1, 2}
+
+    cached = lung_cache_path(image_path, root, root / "lungs")
+    write_png(cached, pbtseg(read_image(image_path)[0])[0])
+    np.testing.assert_array_equal(_inference_lungs(image_path, lung_cache_dir=str(root / "lungs")), online)
+
+    swapped = np.where(online > 0, 3 - online, 0).astype(np.uint8)  # a map PBTSeg never makes: proves the read
+    write_png(cached, swapped)
+    np.testing.assert_array_equal(_inference_lungs(image_path, lung_cache_dir=str(root / "lungs")), swapped)
