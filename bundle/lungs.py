@@ -547,6 +547,42 @@ def lung_cache_path(image_path: str | os.PathLike, dataset_dir: str | os.PathLik
     return Path(cache_dir) / rel.parent / f"{name}.png"
 
 
+def cached_lung_map(
+    image_path: str | os.PathLike, shape: Sequence[int], dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike
+) -> np.ndarray | None:
+    """The lung map of ``image_path`` from a lung cache (:func:`lung_cache_path`), or None to compute it instead.
+
+    Args:
+        image_path: the image file.
+        shape: the image's (H, W); a cached map of another size or with values above 2 is not used.
+        dataset_dir: the folder the cache mirrors.
+        cache_dir: the cache folder.
+
+    Returns:
+        (H, W) uint8 label map, or None when there is no usable entry (missing, unreadable, wrong size: logged).
+    """
+    try:
+        cached = lung_cache_path(image_path, dataset_dir, cache_dir)
+    except ValueError:
+        return None
+    if not cached.is_file():
+        return None
+    from bundle.io import read_labels
+
+    try:
+        labels = np.asarray(read_labels(cached))
+    except Exception as e:  # a damaged cache entry must not stop a job: recompute
+        logger.warning("Lung cache %s unreadable (%s); computing the lung map instead.", cached, e)
+        return None
+    if labels.shape != tuple(shape) or labels.max(initial=0) > 2:
+        logger.warning(
+            "Lung cache %s has shape %s / values up to %s, image %s is %s; computing instead.",
+            cached, labels.shape, labels.max(initial=0), image_path, tuple(shape),
+        )
+        return None
+    return labels.astype(np.uint8)
+
+
 def _source_path(data: Mapping, key: Hashable) -> str | None:
     """The file an item was loaded from, from the MetaTensor meta or a ``<key>_meta_dict``."""
     img = data[key]
@@ -601,26 +637,7 @@ class PBTSegd(MapTransform):
     def _from_cache(self, path: str | None, shape: Sequence[int]) -> np.ndarray | None:
         if not self.cache_dir or not path:
             return None
-        try:
-            cached = lung_cache_path(path, self.dataset_dir, self.cache_dir)
-        except ValueError:
-            return None
-        if not cached.is_file():
-            return None
-        from bundle.io import read_labels
-
-        try:
-            labels = np.asarray(read_labels(cached))
-        except Exception as e:  # a damaged cache entry must not stop training: recompute
-            logger.warning("Lung cache %s unreadable (%s); computing the lung map instead.", cached, e)
-            return None
-        if labels.shape != tuple(shape) or labels.max(initial=0) > 2:
-            logger.warning(
-                "Lung cache %s has shape %s / values up to %s, image %s is %s; computing instead.",
-                cached, labels.shape, labels.max(initial=0), path, tuple(shape),
-            )
-            return None
-        return labels.astype(np.uint8)
+        return cached_lung_map(path, shape, self.dataset_dir, self.cache_dir)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -88,19 +88,12 @@ def _variant_range(variants: int | Sequence[int]) -> tuple[int, int]:
 
 def _lung_map(image_path: str, image: np.ndarray, dataset_dir: str | None, lungs_dir: str | None) -> tuple[np.ndarray, str]:
     """The cached lung map when it exists and fits the image, else PBTSeg's."""
-    from bundle.io import read_labels
-    from bundle.lungs import lung_cache_path, pbtseg
+    from bundle.lungs import cached_lung_map, pbtseg
 
     if lungs_dir and dataset_dir:
-        cached = lung_cache_path(image_path, dataset_dir, lungs_dir)
-        if cached.is_file():
-            try:
-                labels = np.asarray(read_labels(cached))
-                if labels.shape == image.shape:
-                    return labels.astype(np.uint8), "cache"
-                logger.warning("lung cache %s has shape %s, image %s; running PBTSeg", cached, labels.shape, image.shape)
-            except Exception as e:  # a damaged cache entry: recompute
-                logger.warning("lung cache %s unreadable (%s); running PBTSeg", cached, e)
+        labels = cached_lung_map(image_path, image.shape, dataset_dir, lungs_dir)
+        if labels is not None:
+            return labels, "cache"
     labels, _ = pbtseg(image)
     return labels, "pbtseg"
 
