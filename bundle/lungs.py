@@ -177,11 +177,34 @@ def _remove_spurs(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
-    """Average ``f x f`` blocks (the trailing remainder rows/cols are dropped)."""
+    """Average ``f x f`` blocks (the trailing remainder rows/cols are dropped).
+
+    Sums ``f`` strided column slices, then ``f`` strided row slices: whole-array adds, several times faster than a
+    mean over the axes of a 4-D reshape (for ``f < 8`` the float32 result is bit-identical to that mean).
+    """
     if f == 1:
         return a
     h, w = (a.shape[0] // f) * f, (a.shape[1] // f) * f
-    return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
+    cols = a[:h, 0:w:f].astype(np.float32)
+    for j in range(1, f):
+        cols += a[:h, j:w:f]
+    out = cols[0::f].copy()
+    for i in range(1, f):
+        out += cols[i::f]
+    return out / np.float32(f * f)
+
+
+def _quantiles(a: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(a, q)`` (linear method, same float64 values) from one full sort: numpy's partial sort for
+    dozens of quantiles costs about ten times as much."""
+    s = np.sort(a, axis=None)
+    idx = q * (s.size - 1)
+    lo = np.floor(idx)
+    g = idx - lo
+    lo = lo.astype(np.intp)
+    below, above = s[lo], s[np.minimum(lo + 1, s.size - 1)]
+    d = above - below
+    return np.where(g >= 0.5, above - d * (1 - g), below + d * g)  # numpy's lerp, exact at both ends
 
 
 def _gain_profile(n: int, lo: float, hi: float, sigma: float) -> np.ndarray:
@@ -216,22 +239,19 @@ def _hull_tests(sub: np.ndarray, off_r: int, off_c: int, shape: tuple[int, int])
     rows = np.flatnonzero(sub.any(axis=1))
     left = sub[rows].argmax(axis=1)
     right = sub.shape[1] - sub[rows, ::-1].argmax(axis=1)
-    r = (rows + off_r).astype(np.float64)
-    pts = np.concatenate(
-        [
-            np.stack([r, left + off_c], 1),
-            np.stack([r + 1, left + off_c], 1),
-            np.stack([r, right + off_c], 1),
-            np.stack([r + 1, right + off_c], 1),
-        ]
-    )
+    pts = np.empty((4, rows.size, 2))  # blocks: (row, left), (row + 1, left), (row, right), (row + 1, right)
+    pts[:, :, 0] = rows + off_r
+    pts[1::2, :, 0] += 1
+    pts[:2, :, 1] = left + off_c
+    pts[2:, :, 1] = right + off_c
+    pts = pts.reshape(-1, 2)
     try:
         hull = ConvexHull(pts)
     except QhullError:  # degenerate (a straight line of pixels)
         return 0.0, 1.0
     solidity = float(sub.sum()) / max(hull.volume, 1e-9)
     v = pts[hull.vertices]
-    e0, e1 = v, np.roll(v, -1, axis=0)
+    e0, e1 = v, np.concatenate([v[1:], v[:1]])
     length = np.hypot(*(e1 - e0).T)
     h, w = shape
     on_border = (
@@ -291,18 +311,24 @@ class _Lung:
         return self.labels == self.k
 
 
-def _is_lung(lab: np.ndarray, k: int, area: int, box: tuple[slice, slice], side: int, p: PBTSegParams) -> bool:
-    """The lung-shape tests for component ``k`` (area, box known): aspect, centroid, solidity, border contact.
+def _box(mask: np.ndarray) -> tuple[slice, slice]:
+    """Bounding box of a non-empty mask (two projections: cheaper than ``find_objects`` over every label)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _is_lung(mask: np.ndarray, area: int, box: tuple[slice, slice], side: int, p: PBTSegParams) -> bool:
+    """The lung-shape tests for one component (its mask, area and box): aspect, centroid, solidity, border contact.
 
     Cheap tests first; the convex hull is built only when the box touches the border or neither the box nor the
     bounding octagon vouches for the solidity (area / octagon area is a lower bound of area / hull area).
     """
-    h, w = lab.shape
+    h, w = mask.shape
     sr, sc = box
     bh, bw = sr.stop - sr.start, sc.stop - sc.start
     if bh <= p.min_aspect * bw or bh < p.min_height * h:
         return False
-    sub = lab[sr, sc] == k
+    sub = mask[sr, sc]
     cy = (sub.sum(axis=1) @ np.arange(sr.start, sr.stop)) / area
     cx = (sub.sum(axis=0) @ np.arange(sc.start, sc.stop)) / area
     lo, hi = p.centroid_band
@@ -332,7 +358,7 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
     a_min, a_max = max(p.min_area * h * w, 64.0), p.max_area * h * w
     left_edge, right_edge = p.side_fraction * w, (1.0 - p.side_fraction) * w
     fine = np.arange(p.quantile_range[0], p.quantile_range[1] + 1e-9, 0.5 * p.quantile_step)
-    fine_levels = np.quantile(work, fine)  # one partial sort serves the levels and the half-step retries
+    fine_levels = _quantiles(work, fine)  # one sort serves the levels and the half-step retries
     qs, levels = fine[::2], fine_levels[::2]
     best: dict[int, _Lung] = {}
     last, idle = None, 0
@@ -346,19 +372,18 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
         floor = max(a_min, min(b.area for b in best.values())) if len(best) == 2 else a_min
         cand = np.flatnonzero((areas > floor) & (areas < a_max))
         grew: set[int] = set()
-        if cand.size:
-            objs = ndimage.find_objects(lab)
-            for k in cand[np.argsort(-areas[cand], kind="stable")]:
-                sr, sc = objs[k - 1]
-                area = int(areas[k])
-                side = 1 if sc.start < left_edge else 2 if sc.stop > right_edge else 0
-                if side == 0 or side in grew or (side in best and area <= best[side].area):
-                    continue
-                if _is_lung(lab, int(k), area, (sr, sc), side, p):
-                    best[side] = _Lung(area, float(t), float(q), lab, int(k))
-                    grew.add(side)
-                    if len(grew) == 2:
-                        break
+        for k in cand[np.argsort(-areas[cand], kind="stable")]:
+            mask = lab == k
+            sr, sc = _box(mask)
+            area = int(areas[k])
+            side = 1 if sc.start < left_edge else 2 if sc.stop > right_edge else 0
+            if side == 0 or side in grew or (side in best and area <= best[side].area):
+                continue
+            if _is_lung(mask, area, (sr, sc), side, p):
+                best[side] = _Lung(area, float(t), float(q), lab, int(k))
+                grew.add(side)
+                if len(grew) == 2:
+                    break
         idle = 0 if grew else idle + 1
         if best and q > p.stop_quantile and idle >= 2:
             break
@@ -369,11 +394,11 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
         q, t = float(fine[i]), float(fine_levels[i])
         lab, _ = ndimage.label(work <= t, structure=_CROSS)
         k = int(lab[np.unravel_index(np.argmax(lung.mask), lab.shape)])
-        sub_box = ndimage.find_objects(lab, max_label=k)[k - 1]
-        area = int(np.count_nonzero(lab[sub_box] == k))
-        sr, sc = sub_box
-        ok_side = sc.start < left_edge if side == 1 else sc.stop > right_edge
-        if area > lung.area and area < a_max and ok_side and _is_lung(lab, k, area, sub_box, side, p):
+        mask = lab == k
+        sub_box = _box(mask)
+        area = int(np.count_nonzero(mask[sub_box]))
+        ok_side = sub_box[1].start < left_edge if side == 1 else sub_box[1].stop > right_edge
+        if area > lung.area and area < a_max and ok_side and _is_lung(mask, area, sub_box, side, p):
             best[side] = _Lung(area, t, float(q), lab, k)
     return best
 
@@ -387,7 +412,7 @@ def _refine(
     holes filled. The filtering repeats what the search grid saw at full resolution (a box of the grid's cell
     size, then the vertical opening of ``rib_len`` pixels), so full-resolution values compare with the level.
     """
-    sr, sc = ndimage.find_objects(lung.labels, max_label=lung.k)[lung.k - 1]
+    sr, sc = _box(lung.mask)
     gr0, gc0 = max(sr.start - 1, 0), max(sc.start - 1, 0)
     guide = np.zeros(lung.labels.shape, bool)
     crop = (slice(gr0, sr.stop + 1), slice(gc0, sc.stop + 1))
