@@ -11,7 +11,7 @@ size works, square or not. Orientation follows the image contract: row 0 is the 
 image, column 0 the image's left (the patient's right). The lung label map is exact: 1 = lung on the
 image's left, 2 = lung on the image's right, drawn from the same implicit shapes that darken the image.
 
-Diseased phantoms add opacities from a generator of their own (blurred random blobs, lobar patches and
+Diseased phantoms add opacities from ``bundle.data.lesions`` (blurred random blobs, lobar patches and
 nodules of varied size and density); it shares nothing with the ART-ASyn brush synthesis in
 ``bundle.synthesis``, so evaluating on these phantoms does not reward a model for learning that brush.
 """
@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from bundle.data.fields import smooth_noise as _smooth_noise
+from bundle.data.fields import smoothstep as _smoothstep
+from bundle.data.lesions import lesion_density
 
 __all__ = ["Phantom", "make_phantom", "phantom_montage"]
 
@@ -41,41 +45,9 @@ class Phantom:
     lesion: np.ndarray
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
 def _soft_inside(f: np.ndarray, width: float) -> np.ndarray:
     """Soft indicator of ``f < 0`` for an implicit function ``f`` measured in image fractions."""
     return _smoothstep(0.5 - f / width)
-
-
-def _bspline_taps(n_out: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (4, n_out) and cubic B-spline weights (4, n_out) sampling ``n_cells + 3`` knots at pixel centres."""
-    t = 1.0 + (np.arange(n_out) + 0.5) * (n_cells / n_out)
-    base = np.floor(t).astype(np.intp) - 1
-    idx = base[None, :] + np.arange(4)[:, None]
-    x = np.abs(t[None, :] - idx)
-    wts = np.where(x < 1, 2 / 3 - x**2 + x**3 / 2, np.where(x < 2, (2 - x) ** 3 / 6, 0.0))
-    return idx, wts.astype(np.float32)
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
-    """Smooth noise, zero mean and unit variance, with about ``cells`` features across the shorter side.
-
-    Random knots on a coarse grid blended by a separable cubic B-spline (four taps per axis), so the cost
-    is a few passes over the image and the texture scale does not depend on the image size.
-    """
-    h, w = shape
-    ch = max(2, int(round(cells * h / min(h, w))))
-    cw = max(2, int(round(cells * w / min(h, w))))
-    coarse = rng.standard_normal((ch + 3, cw + 3)).astype(np.float32)
-    ri, rw = _bspline_taps(h, ch)
-    ci, cwt = _bspline_taps(w, cw)
-    rows = sum(rw[k][:, None] * coarse[ri[k]] for k in range(4))  # (h, cw + 3)
-    out = sum(cwt[k][None, :] * rows[:, ci[k]] for k in range(4))  # (h, w)
-    return (out - out.mean()) / (out.std() + 1e-6)
 
 
 def _band(dist: np.ndarray, half: float, soft: float) -> np.ndarray:
@@ -266,7 +238,7 @@ def make_phantom(
     density += bone * (0.7 + 0.4 * lung_soft) * body
 
     # ---- disease -------------------------------------------------------------------------------------------
-    opacity = _opacities(rng, lung_map, lung_soft, u, v, d, left, px) if diseased else None
+    opacity = lesion_density(rng, lung_map, lung_soft, u, v, d, left, px) if diseased else None
 
     # ---- detector: exponential response, window, gamma, blur, noise ----------------------------------------
     gain, black, white, gamma = uni(1.3, 1.8), uni(0.0, 0.05), uni(0.9, 1.02), uni(0.8, 1.25)
@@ -289,63 +261,6 @@ def make_phantom(
         grain = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), 0.5 * blur)
         image = image + sigma / (grain.std() + 1e-6) * np.sqrt(0.2 + image) * grain
     return Phantom(image=np.clip(image, 0.0, 1.0).astype(np.float32), lung=lung_map, lesion=lesion)
-
-
-def _opacities(
-    rng: np.random.Generator,
-    lung_map: np.ndarray,
-    lung_soft: np.ndarray,
-    u: np.ndarray,
-    v: np.ndarray,
-    d: np.ndarray,
-    left: np.ndarray,
-    px: float,
-) -> np.ndarray:
-    """Density added by disease: consolidations (blurred random blobs), lobar patches and nodules.
-
-    Returns an (H, W) float32 density map, zero outside the lungs; at least one opacity is always drawn.
-    """
-    h, w = lung_map.shape
-    opacity = np.zeros((h, w), np.float32)
-    rows, cols = np.nonzero(lung_map)
-    if len(rows) == 0:
-        return opacity
-
-    def random_lung_point() -> tuple[float, float]:
-        k = rng.integers(len(rows))
-        return float(u[rows[k], cols[k]]), float(v[rows[k], cols[k]])
-
-    n_blobs = int(rng.integers(0, 3))
-    n_lobar = int(rng.random() < 0.35)
-    n_nodules = int(rng.choice([0, 0, 1, 2, 3]))
-    if n_blobs + n_lobar + n_nodules == 0:
-        n_blobs = 1
-    texture = 1.0 + 0.35 * _smooth_noise(rng, (h, w), 14)
-
-    for _ in range(n_blobs):
-        # a cluster of Gaussian lobules around a lung point, thresholded softly into an irregular patch
-        cu, cv = random_lung_point()
-        radius = rng.uniform(0.03, 0.09)
-        field = np.zeros((h, w), np.float32)
-        for _ in range(int(rng.integers(3, 8))):
-            ou, ov = rng.normal(0, 0.6 * radius, size=2)
-            s = radius * rng.uniform(0.4, 0.9)
-            field += np.exp(-(((u - cu - ou) ** 2 + (v - cv - ov) ** 2) / (2 * s * s)))
-        patch = _smoothstep((field * texture - 0.35) / rng.uniform(0.2, 0.6))
-        opacity += rng.uniform(0.15, 0.5) * patch
-    for _ in range(n_lobar):
-        # a lower- or upper-zone patch of one lung bounded by an oblique fissure-like line
-        side = 1.0 if rng.random() < 0.5 else -1.0
-        cut = rng.uniform(0.45, 0.65) + rng.uniform(-0.3, 0.3) * (d - 0.2)
-        zone = (v - cut) if rng.random() < 0.7 else (cut - 0.1 - v)
-        patch = _smoothstep(zone / rng.uniform(0.03, 0.1)) * (left if side > 0 else ~left)
-        opacity += rng.uniform(0.15, 0.4) * patch * np.clip(texture, 0.3, None)
-    for _ in range(n_nodules):
-        cu, cv = random_lung_point()
-        r = max(rng.uniform(0.008, 0.03), 2 * px)
-        dist = np.sqrt((u - cu) ** 2 + (v - cv) ** 2)
-        opacity += rng.uniform(0.15, 0.45) * _smoothstep((r - dist) / (0.6 * r) + 0.5)
-    return (opacity * lung_soft).astype(np.float32)
 
 
 def phantom_montage(n: int = 4, size: int = 256, seed: int = 0) -> np.ndarray:
