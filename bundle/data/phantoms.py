@@ -238,7 +238,8 @@ def make_phantom(
     density += bone * (0.7 + 0.4 * lung_soft) * body
 
     # ---- disease -------------------------------------------------------------------------------------------
-    opacity = lesion_density(rng, lung_map, lung_soft, u, v, d, left, px) if diseased else None
+    lesion_rng = np.random.default_rng([seed, 11])  # the disease draws from its own stream
+    opacity = lesion_density(lesion_rng, lung_map, lung_soft, u, v, d, left, px) if diseased else None
 
     # ---- detector: exponential response, window, gamma, blur, noise ----------------------------------------
     gain, black, white, gamma = uni(1.3, 1.8), uni(0.0, 0.05), uni(0.9, 1.02), uni(0.8, 1.25)
