@@ -107,7 +107,7 @@ def test_metrics(network: torch.nn.Module, images: torch.Tensor, labels: torch.T
 
     was_training = network.training
     network.eval()
-    scores, dices = [], []
+    scores, dices, lesion_err = [], [], []
     with torch.no_grad():
         for i in range(0, images.shape[0], batch):
             x = images[i : i + batch].to(device)
@@ -117,14 +117,22 @@ def test_metrics(network: torch.nn.Module, images: torch.Tensor, labels: torch.T
                 scores.append(image_score(error_map(x[k], recon[k])))
                 if labels[i + k] == 1:
                     dices.append(dice(anomaly_mask(x[k], recon[k]), masks[i + k]))
+                    inside = masks[i + k] > 0
+                    if inside.any():
+                        lesion_err.append(float((x[k] - recon[k])[inside].mean()))
     network.train(was_training)
     auroc = image_auroc(scores, labels.tolist())
+    score = torch.tensor(scores)
     return {"image_auroc": float("nan") if auroc is None else auroc,
-            "pixel_dice": float(sum(dices) / len(dices)) if dices else float("nan")}
+            "pixel_dice": float(sum(dices) / len(dices)) if dices else float("nan"),
+            # diagnostics: median score of healthy / diseased images, how much of the lesions is removed
+            "score_healthy": float(score[labels == 0].median()) if (labels == 0).any() else float("nan"),
+            "score_diseased": float(score[labels == 1].median()) if (labels == 1).any() else float("nan"),
+            "lesion_removed": float(sum(lesion_err) / len(lesion_err)) if lesion_err else float("nan")}
 
 
 def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs: list[str],
-          overrides: dict[str, object], output: str | None) -> dict[str, list[dict[str, float]]]:
+          overrides: dict[str, object], output: str | None, keep_weights: bool = False) -> dict[str, list[dict[str, float]]]:
     """Train each recipe in this process and evaluate it on the demo test set every ``every`` iterations.
 
     Both recipes read the same configs (train.json + ``configs``) and the same data, with the same seed and
@@ -164,8 +172,13 @@ def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs
             m = test_metrics(network, images, labels, masks, device)
             loss = float(engine.state.output["loss"]) if engine.state.output else float("nan")
             rows.append({"iteration": engine.state.iteration, "train_s": state["t"], "loss": loss, **m})
+            if keep_weights:
+                root.mkdir(parents=True, exist_ok=True)
+                torch.save(network.state_dict(), root / f"weights_iteration={engine.state.iteration}.pt")
             print(f"{name:6s} it {engine.state.iteration:6d}  train {state['t']:7.1f} s  loss {loss:.4f}  "
-                  f"image AUROC {m['image_auroc']:.3f}  pixel Dice {m['pixel_dice']:.3f}", flush=True)
+                  f"image AUROC {m['image_auroc']:.3f}  pixel Dice {m['pixel_dice']:.3f}  "
+                  f"(median score healthy {m['score_healthy']:.5f} diseased {m['score_diseased']:.5f}, "
+                  f"mean input - recon in lesions {m['lesion_removed']:.3f})", flush=True)
             state["t0"] = time.perf_counter()
 
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every), evaluate)
@@ -226,6 +239,7 @@ def main() -> None:
         cp.add_argument("--workdir", default="runs/curve")
         cp.add_argument("--output", default="docs/images/training_curve.png")
         cp.add_argument("--json", default=None, help="also write the measured rows to this JSON file")
+        cp.add_argument("--keep_weights", action="store_true", help="save the weights at every evaluation")
         a = cp.parse_args()
         import json
 
@@ -243,7 +257,8 @@ def main() -> None:
             p.read_config([str(REPO / "configs" / "train.json"), *[str(REPO / c) for c in configs]])
             p.update(overrides)
             iterations = int(p.get_parsed_content("num_iterations"))
-        res = curve(a.workdir, iterations, a.every, a.recipes.split(","), configs, overrides, a.output or None)
+        res = curve(a.workdir, iterations, a.every, a.recipes.split(","), configs, overrides, a.output or None,
+                    a.keep_weights)
         if a.json:
             Path(a.json).write_text(json.dumps(res, indent=1))
         return

@@ -402,3 +402,23 @@ def test_lr_policy():
     sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, LRPolicy("cosine", num_iterations=100, warmup_iterations=10))
     sched2.load_state_dict(sched.state_dict())
     assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+# measured with the README quick start (see README "Training"); the thresholds sit a little below the measured
+# values so that run-to-run variation (thread scheduling changes float summation order) does not fail the test
+QUICK_START_MIN = {"image_auroc": 0.90, "pixel_dice": 0.50}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_quick_start_demo_recipe_reaches_the_targets(tmp_path):
+    """The README's first command (train with configs/demo.json, evaluate on the demo test set) end to end."""
+    root = tmp_path / "bundle"
+    demo = str(REPO / "configs" / "demo.json")
+    common = ["--meta_file", META, "--logging_file", LOGGING, "--bundle_root", str(root)]
+    _run(["training", "--config_file", f"['{CONFIG}','{demo}']", *common], cwd=tmp_path, timeout=1500)
+    evaluate = str(REPO / "configs" / "evaluate.json")
+    _run(["evaluating", "--config_file", f"['{CONFIG}','{demo}','{evaluate}']", *common], cwd=tmp_path, timeout=300)
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    for key, minimum in QUICK_START_MIN.items():
+        assert metrics[key] >= minimum, f"{key} {metrics[key]:.3f} < {minimum} ({metrics})"
