@@ -86,29 +86,43 @@ def voi_lut_item(n_entries: int, first: int, table: np.ndarray, bits: int = 16, 
     return item
 
 
+CR_GAMMA = 1.5
+
+
+def cr_displayed(image: np.ndarray) -> np.ndarray:
+    """What :func:`write_cr_monochrome1_voi_lut` files display for ``image``: ``1 - (1 - image) ** 1.5``."""
+    return 1.0 - (1.0 - np.clip(image, 0, 1)) ** CR_GAMMA
+
+
 def write_cr_monochrome1_voi_lut(path, image: np.ndarray, **kw):
-    """A MONOCHROME1 CR radiograph whose display needs its VOI LUT Sequence (a real CR's layout).
+    """A MONOCHROME1 CR radiograph whose display needs its (non-linear) VOI LUT Sequence, as real CRs carry.
 
     Stored 12-bit values ``s = round(1000 + 2000 * (1 - image))`` (MONOCHROME1: low = bright); a 4096-entry,
-    16-bit VOI LUT maps ``s`` linearly from [1000, 3000] onto [0, 65535] (clipped outside). Displayed:
-    ``1 - LUT(s) / 65535`` = ``image`` to within the rounding. A reader that ignores the LUT sees the
-    data squeezed into half its range; one that ignores MONOCHROME1 sees the negative.
+    16-bit VOI LUT (OW) maps ``s`` to ``65535 * ((s - 1000) / 2000) ** 1.5`` (clipped outside [1000, 3000]).
+    Displayed: ``1 - LUT(s) / 65535`` = :func:`cr_displayed` of ``image``, to within the rounding. A reader
+    that ignores the LUT sees another contrast (the picture itself); one that ignores MONOCHROME1, the negative.
     """
     stored = np.rint(1000 + 2000 * (1.0 - np.clip(image, 0, 1)))
     s = np.arange(4096)
-    table = np.rint(np.clip((s - 1000) / 2000, 0, 1) * 65535)
+    table = np.rint(np.clip((s - 1000) / 2000, 0, 1) ** CR_GAMMA * 65535)
     return write_dicom(path, stored, photometric="MONOCHROME1", bits_stored=12, sop_class=CR_IMAGE_STORAGE,
                        modality="CR", VOILUTSequence=[voi_lut_item(4096, 0, table, 16, "OW")], **kw)
 
 
-def write_dx_monochrome2_window(path, image: np.ndarray, **kw):
-    """A 14-bit MONOCHROME2 DX radiograph with a rescale and a LINEAR window that shows ``image`` (H, W).
+def dx_displayed(image: np.ndarray) -> np.ndarray:
+    """What :func:`write_dx_monochrome2_window` files display for ``image``: ``clip(1.2 image - 0.1, 0, 1)``."""
+    return np.clip(1.2 * np.clip(image, 0, 1) - 0.1, 0, 1)
 
-    Stored ``s`` with value = 2 s - 1000 (RescaleSlope 2, RescaleIntercept -1000); window center 7000, width
-    12001 (in rescaled units) covers the image's values 1000..13000. Ignoring the window or the rescale
-    changes the intensities.
+
+def write_dx_monochrome2_window(path, image: np.ndarray, **kw):
+    """A 14-bit MONOCHROME2 DX radiograph with a rescale and a LINEAR window narrower than its data.
+
+    Stored ``s`` with value = 2 s - 1000 (RescaleSlope 2, RescaleIntercept -1000) and value = 1000 + 12000 *
+    image; window center 7000.5, width 10001 (rescaled units) spans values 2000..12000, so the display is
+    :func:`dx_displayed` of ``image`` (the darkest and brightest parts clipped, as a window does). A reader
+    that ignores the window (min-max of the data) or the rescale shows other intensities.
     """
     value = 1000 + 12000 * np.clip(image, 0, 1)
     stored = np.rint((value + 1000) / 2)
     return write_dicom(path, stored, bits_stored=14, RescaleSlope=2, RescaleIntercept=-1000, RescaleType="US",
-                       WindowCenter=7000.5, WindowWidth=12001, **kw)
+                       WindowCenter=7000.5, WindowWidth=10001, **kw)

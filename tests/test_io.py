@@ -8,7 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.dicom_files import save, voi_lut_item, write_cr_monochrome1_voi_lut, write_dicom, write_dx_monochrome2_window
+from tests.dicom_files import (
+    cr_displayed,
+    dx_displayed,
+    save,
+    write_cr_monochrome1_voi_lut,
+    write_dicom,
+    write_dx_monochrome2_window,
+)
 from bundle.io import (
     SUPPORTED_EXTENSIONS,
     CXRReadError,
@@ -202,18 +209,20 @@ def _radiograph() -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["cr_monochrome1_voi_lut", "dx_monochrome2_window"])
 def test_radiograph_files_show_the_picture(kind, tmp_path):
-    """The CR/DX files the MONAI Label tests serve: displayed intensities equal the picture they hold."""
+    """The CR/DX files the MONAI Label tests serve read as they display (VOI LUT / window, rescale,
+    MONOCHROME1), which is not the stored picture's own contrast."""
     picture = _radiograph()
     path = tmp_path / f"{kind}.dcm"
     if kind.startswith("cr"):
         write_cr_monochrome1_voi_lut(path, picture)
-        step, rule = 1 / 2000, "voi_lut+inverted"  # 2000 stored levels over [0, 1]
+        shown, atol, rule = cr_displayed(picture), 1.5 / 2000, "voi_lut+inverted"  # stored step x LUT slope <= 1.5
     else:
         write_dx_monochrome2_window(path, picture)
-        step, rule = 2 / 12000, "window_linear"  # stored step 1 = 2 value units over a 12000-wide window
+        shown, atol, rule = dx_displayed(picture), 2 / 10000, "window_linear"  # 2 value units over a 10000 window
     image, meta = read_image(path)
     assert meta["intensity"] == rule
-    np.testing.assert_allclose(image, picture, atol=step)
+    np.testing.assert_allclose(image, shown, atol=atol)
+    assert np.abs(shown - picture).max() > 0.05  # the display differs from the stored contrast
 
 
 @pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
@@ -257,6 +266,7 @@ def test_voi_lut_matches_pydicom_where_it_agrees(tmp_path):
     write_cr_monochrome1_voi_lut(tmp_path / "cr.dcm", picture)
     ds = pydicom.dcmread(tmp_path / "cr.dcm")
     theirs = 1.0 - apply_voi_lut(ds.pixel_array, ds).astype(np.float64) / 65535  # MONOCHROME1: inverted
+    assert np.abs(theirs - picture).max() > 0.05  # the LUT matters
     np.testing.assert_allclose(read_image(tmp_path / "cr.dcm")[0], theirs, atol=1e-6)
 
     image, _ = read_image(write_case("dcm_voi_lut_ow", tmp_path))  # 4096 entries, 8-bit output

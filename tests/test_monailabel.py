@@ -379,6 +379,39 @@ def test_dicom_reader_same_under_pydicom2(ml_python, tmp_path):
         np.testing.assert_allclose(theirs[str(i)], read_image(f)[0], rtol=0, atol=1e-6, err_msg=str(f))
 
 
+def test_default_dicomweb_nifti_conversion_loses_display(ml_python, trained_bundle, studies, own_outputs, tmp_path):
+    """Why DICOMweb needs MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI=false: MONAI Label's own conversion
+    (monailabel.datastore.utils.convert.dicom_to_nifti, SimpleITK/GDCM) keeps stored values only, so the
+    bundle sees other intensities than the DICOM displays. Prints the Dice of the bundle's masks on the
+    converted files against its masks on the DICOM files."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    for name in DICOM_STUDIES:
+        series = tmp_path / name[:-4]  # a one-file series folder, as the DICOMweb datastore downloads it
+        series.mkdir()
+        shutil.copy(studies / name, series / name)
+        code = (
+            "import shutil, sys; from monailabel.datastore.utils.convert import dicom_to_nifti; "
+            "shutil.move(dicom_to_nifti(sys.argv[1]), sys.argv[2])"
+        )
+        _run([str(ml_python), "-c", code, str(series), str(converted / f"{name[:-4]}.nii.gz")], timeout=300, env=env)
+        shown, _ = read_image(studies / name)
+        seen, meta = read_image(converted / f"{name[:-4]}.nii.gz")
+        assert seen.shape == shown.shape == STUDIES[name]
+        print(f"[monailabel test] {name} converted by MONAI Label: intensity rule {meta['intensity']}, "
+              f"mean |difference| to the displayed image {np.abs(seen - shown).mean():.3f}", file=sys.stderr)
+        assert np.abs(seen - shown).max() > 0.05, "the default conversion now keeps the display: revisit the setting"
+    out = tmp_path / "out"
+    _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", ".",
+          "--dataset_dir", str(converted), "--output_dir", str(out)], timeout=600, cwd=trained_bundle)
+    for name in DICOM_STUDIES:
+        mask = read_labels(out / f"{name[:-4]}_mask.nii.gz")
+        own, _ = _own(own_outputs, name)
+        dice = 2 * np.logical_and(mask, own).sum() / max(1, mask.sum() + own.sum())
+        print(f"[monailabel test] {name}: mask on MONAI Label's NIfTI conversion vs on the DICOM: Dice {dice:.3f}", file=sys.stderr)
+
+
 def test_train_one_epoch(server, studies):
     """MONAI Label training (`/train`, run id `run`) for one epoch on the demo's healthy images."""
     healthy = sorted(p for p in studies.glob("healthy_*.png"))
