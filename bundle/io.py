@@ -417,10 +417,11 @@ def read_image(path: str | os.PathLike, rescale: bool = False) -> tuple[np.ndarr
     - PNG/JPEG/TIFF: stored value / 255 (8 bit) or / 65535 (16 bit); colour -> BT.601 luminance;
       palette -> the colours shown; float TIFF kept when in [0, 1], else min-max; EXIF orientation
       applied for JPEG/TIFF. 16-bit precision is kept (no 8-bit quantisation).
-    - DICOM: modality LUT (RescaleSlope/Intercept or Modality LUT Sequence), then the first VOI LUT of
-      the VOI LUT Sequence (output scaled by that LUT's own output range) or else the first
-      WindowCenter/WindowWidth (LINEAR, LINEAR_EXACT or SIGMOID, mapped to [0, 1]), or else min-max of
-      the modality values; MONOCHROME1 is then inverted (``1 - x``).
+    - DICOM (pydicom 3.x or 2.4, same result): modality LUT (RescaleSlope/Intercept or Modality LUT
+      Sequence; pydicom's ``apply_modality_lut``), then the first VOI LUT of the VOI LUT Sequence (output
+      scaled by that LUT's own output range) or else the first WindowCenter/WindowWidth (LINEAR,
+      LINEAR_EXACT or SIGMOID; pydicom's ``apply_windowing``, mapped to [0, 1]), or else min-max of the
+      modality values; MONOCHROME1 is then inverted (``1 - x``).
     - NIfTI: uint8 / 255, uint16 / 65535, float already in [0, 1] kept, anything else min-max.
 
     Args:
