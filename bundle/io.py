@@ -75,12 +75,40 @@ def _has_dicom_preamble(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def _series_folder_file(path: str | os.PathLike) -> Path:
+    """The one DICOM file of a one-image series folder (what MONAI Label's DICOMweb datastore hands over).
+
+    MONAI Label downloads a DICOMweb series into a folder named by its SeriesInstanceUID, one
+    ``<SOPInstanceUID>.dcm`` per instance; with ``MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI=false`` it passes
+    that folder to the bundle. A radiograph series holds one instance; hidden files are ignored.
+
+    Raises:
+        CXRReadError: the folder does not hold exactly one file, or that file is not DICOM.
+    """
+    files = sorted(p for p in Path(path).iterdir() if not p.name.startswith(".") and p.is_file())
+    if len(files) != 1:
+        raise CXRReadError(
+            path, f"a folder is read as a one-image DICOM series, but it holds {len(files)} files; "
+            "a single 2D radiograph is expected"
+        )
+    if _suffix(files[0]) not in (".dcm", ".dicom") and not _has_dicom_preamble(files[0]):
+        raise CXRReadError(path, f"series folder: {files[0].name} is not a DICOM file")
+    return files[0]
+
+
 def is_supported(path: str | os.PathLike) -> bool:
-    """Whether :func:`read_image` handles ``path``: a supported suffix, or a DICOM file of any name.
+    """Whether :func:`read_image` handles ``path``: a supported suffix, a DICOM file of any name, or a
+    folder holding exactly one DICOM file (a one-image series, see :func:`read_image`).
 
     Files with other names are recognised as DICOM by their ``DICM`` marker (DICOM files are often
     named by UID or have no extension); this reads at most 132 bytes and never raises.
     """
+    if os.path.isdir(path):
+        try:
+            _series_folder_file(path)
+        except (CXRReadError, OSError):
+            return False
+        return True
     if _suffix(path) in SUPPORTED_EXTENSIONS:
         return True
     return os.path.isfile(path) and _has_dicom_preamble(path)
@@ -179,14 +207,46 @@ def _first(value: Any) -> float:
     return float(value)
 
 
-def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 window, with output range [0, 1] instead of [ymin, ymax]."""
-    if function == "SIGMOID":
-        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    if function == "LINEAR_EXACT":
-        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
-    # LINEAR: the standard's piecewise definition with its 0.5 / (width - 1) offsets
-    return np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+def _pydicom_luts():
+    """pydicom's LUT functions for pydicom 3.x (``pydicom.pixels``) and 2.4 (``pydicom.pixel_data_handlers.util``).
+
+    MONAI Label 0.8.5 needs pydicom < 3 (through pydicom-seg), the bundle's own environment has pydicom 3: the
+    reader runs in both and gives the same arrays (tests/test_io.py, and the MONAI Label test in its venv).
+    """
+    try:
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut, apply_windowing
+    return apply_modality_lut, apply_windowing, apply_color_lut
+
+
+def _decoder_available(ts) -> bool:
+    """Whether an installed pixel data decoder handles the transfer syntax ``ts`` (pydicom 3.x and 2.4)."""
+    try:
+        from pydicom.pixels import get_decoder
+    except ImportError:  # pydicom 2.x: the configured handler modules
+        import pydicom.config
+
+        return any(h.supports_transfer_syntax(ts) and h.is_available() for h in pydicom.config.pixel_data_handlers)
+    try:
+        return bool(get_decoder(ts).is_available)
+    except NotImplementedError:
+        return False
+
+
+def _window(ds, values: np.ndarray, apply_windowing) -> np.ndarray:
+    """The first WindowCenter/WindowWidth (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID) mapped to [0, 1].
+
+    pydicom's ``apply_windowing`` maps onto ``[y_min, y_max]``, a range it derives from BitsStored,
+    PixelRepresentation and the rescale (reversed by a negative slope). Pushing two values far outside
+    the window through the same function gives those two ends exactly, whatever the pydicom version.
+    """
+    out = apply_windowing(np.asarray(values, dtype=np.float64), ds)
+    with np.errstate(over="ignore"):  # SIGMOID: exp of the far probes saturates to exactly y_min / y_max
+        y_min, y_max = (float(v) for v in apply_windowing(np.array([-1e30, 1e30]), ds))
+    if y_max == y_min:
+        raise ValueError(f"windowing output range is empty ({y_min})")
+    return (np.asarray(out, dtype=np.float64) - y_min) / (y_max - y_min)
 
 
 def _voi_lut_table(ds) -> tuple[int, np.ndarray]:
@@ -208,7 +268,8 @@ def _voi_lut_table(ds) -> tuple[int, np.ndarray]:
 def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
+
+    apply_modality_lut, apply_windowing, apply_color_lut = _pydicom_luts()
 
     try:
         try:
@@ -227,13 +288,7 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         raise CXRReadError(path, f"multi-frame DICOM ({frames} frames); a single 2D radiograph is expected")
 
     if ts is not None and ts.is_compressed:
-        from pydicom.pixels import get_decoder
-
-        try:
-            available = get_decoder(ts).is_available
-        except NotImplementedError:
-            available = False
-        if not available:
+        if not _decoder_available(ts):
             raise CXRReadError(path, f"no installed decoder handles the transfer syntax {ts_text}; {_DECODER_HINT}")
     try:
         stored = ds.pixel_array
@@ -243,8 +298,6 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if stored.ndim == 3 and stored.shape[-1] in (3, 4):  # colour secondary capture: luminance
         if photometric == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-
             stored = apply_color_lut(stored, ds)
         rgb = stored[..., :3].astype(np.float64)
         bits = int(ds.get("BitsStored", 8) or 8)
@@ -257,6 +310,9 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     try:
         values = apply_modality_lut(stored, ds)  # RescaleSlope/Intercept or Modality LUT Sequence
         if ds.get("VOILUTSequence"):
+            # our own lookup, not pydicom's apply_voi (2.4 and 3.0): it holds the LUT index in the LUT's output
+            # dtype, so a 4096-entry LUT with 8-bit output wraps indices above 255; and it truncates instead of
+            # rounding rescaled (float) values. tests/test_io.py compares both where they agree.
             first, table = _voi_lut_table(ds)
             # normalise by what this LUT actually outputs (robust to a mis-declared bit depth)
             lo, hi = float(table.min()), float(table.max())
@@ -267,7 +323,8 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
             ds.WindowWidth
         ) >= 1:  # an absent, empty or degenerate window means: no VOI given
             function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-            image = _window(np.asarray(values, np.float64), _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+            ds.VOILUTFunction = function  # empty means LINEAR (PS3.3 C.11.2.1.3); pydicom rejects ""
+            image = _window(ds, values, apply_windowing)
             intensity = f"window_{function.lower()}"
         else:
             image, intensity = _minmax(path, values), "minmax"
@@ -360,14 +417,17 @@ def read_image(path: str | os.PathLike, rescale: bool = False) -> tuple[np.ndarr
     - PNG/JPEG/TIFF: stored value / 255 (8 bit) or / 65535 (16 bit); colour -> BT.601 luminance;
       palette -> the colours shown; float TIFF kept when in [0, 1], else min-max; EXIF orientation
       applied for JPEG/TIFF. 16-bit precision is kept (no 8-bit quantisation).
-    - DICOM: modality LUT (RescaleSlope/Intercept or Modality LUT Sequence), then the first VOI LUT of
-      the VOI LUT Sequence (output scaled by that LUT's own output range) or else the first
-      WindowCenter/WindowWidth (LINEAR, LINEAR_EXACT or SIGMOID, mapped to [0, 1]), or else min-max of
-      the modality values; MONOCHROME1 is then inverted (``1 - x``).
+    - DICOM (pydicom 3.x or 2.4, same result): modality LUT (RescaleSlope/Intercept or Modality LUT
+      Sequence; pydicom's ``apply_modality_lut``), then the first VOI LUT of the VOI LUT Sequence (output
+      scaled by that LUT's own output range) or else the first WindowCenter/WindowWidth (LINEAR,
+      LINEAR_EXACT or SIGMOID; pydicom's ``apply_windowing``, mapped to [0, 1]), or else min-max of the
+      modality values; MONOCHROME1 is then inverted (``1 - x``).
     - NIfTI: uint8 / 255, uint16 / 65535, float already in [0, 1] kept, anything else min-max.
 
     Args:
-        path: a PNG/JPEG/TIFF, DICOM or NIfTI file (see ``SUPPORTED_EXTENSIONS``; DICOM of any name).
+        path: a PNG/JPEG/TIFF, DICOM or NIfTI file (see ``SUPPORTED_EXTENSIONS``; DICOM of any name), or a
+            folder holding exactly one DICOM file: a one-image series as MONAI Label's DICOMweb datastore
+            passes it (``filename_or_obj`` is then that file).
         rescale: additionally stretch the result to the full [0, 1] (min-max), e.g. for 16-bit PNGs
             that hold 12-bit data.
 
@@ -382,6 +442,8 @@ def read_image(path: str | os.PathLike, rescale: bool = False) -> tuple[np.ndarr
     Raises:
         CXRReadError: the file is missing, empty, corrupt, or of an unsupported kind (message names it).
     """
+    if os.path.isdir(path):
+        path = _series_folder_file(path)
     _check_file(path)
     fmt = _format_of(path)
     if fmt in ("png", "jpeg", "tiff"):

@@ -5,7 +5,8 @@ The archive holds exactly the bundle's own files under one top folder ``<name>/`
 ``bundle/``, ``models/``, ``docs/``, ``LICENSE`` and ``large_files.yml`` (no tests, scripts, caches or
 data). ``<name>`` is the project name from ``pyproject.toml`` in snake case (the model-zoo folder name,
 also the folder MONAI Label loads it from); ``<version>`` is ``configs/metadata.json``'s ``version``.
-The copy of ``large_files.yml`` in the archive gets the md5 of each weight file it ships.
+The copy of ``large_files.yml`` in the archive gets the md5 of each weight file it ships. Relative links in
+the archive's Markdown files (the model card ``docs/README.md``) must point at files the archive holds.
 
 Usage::
 
@@ -85,6 +86,27 @@ def large_files_text(root: Path, files: list[str]) -> str:
     return yaml.safe_dump({"large_files": entries}, sort_keys=False)
 
 
+_MD_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def broken_doc_links(root: Path, files: list[str]) -> list[str]:
+    """``"<file>: <target>"`` for each relative Markdown link in the archive's ``.md`` files whose target
+    is not in the archive (links with a scheme, ``mailto:`` and pure ``#anchors`` are not checked)."""
+    inside = set(files)
+    broken = []
+    for rel in files:
+        if not rel.endswith(".md"):
+            continue
+        for target in _MD_LINK.findall((root / rel).read_text(encoding="utf-8")):
+            path = target.split("#", 1)[0]
+            if not path or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", path):
+                continue
+            resolved = os.path.normpath((Path(rel).parent / path).as_posix()).replace(os.sep, "/")
+            if resolved not in inside and not any(f.startswith(resolved.rstrip("/") + "/") for f in inside):
+                broken.append(f"{rel}: {target}")
+    return broken
+
+
 def copy_bundle(root: str | os.PathLike = ".", dest: str | os.PathLike = "dist") -> Path:
     """Copy the bundle's files (the archive's content, weights as present) into ``<dest>/<name>/``.
 
@@ -116,6 +138,9 @@ def build_archive(root: str | os.PathLike = ".", output: str | os.PathLike = "di
             f"{root}: {', '.join(absent)} missing; train or fetch the weights first "
             "(or pass --allow-missing-weights to ship the bundle without them)"
         )
+    broken = broken_doc_links(root, files)
+    if broken:
+        raise ValueError(f"{root}: links to files the archive does not contain: {'; '.join(broken)}")
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}_v{version}.zip"

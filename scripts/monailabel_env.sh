@@ -23,13 +23,15 @@ NODEPS_REQS="monai==1.6.1 monailabel==0.8.5 itk==5.4.7"
 # What monailabel imports to serve the monaibundle app, plus the bundle's own runtime imports
 # (bundle/ is put on sys.path by MONAI Label: scipy, scikit-image, pydicom, nibabel, pillow, tqdm, ignite,
 # tensorboard for training through MONAI Label).
-# pydicom-seg (imported at server start) needs numpy<2 and pydicom<3; the bundle reads DICOM with the
-# pydicom 3 API, so in this environment it serves PNG/JPEG/TIFF and NIfTI studies, not DICOM.
+# pydicom-seg (imported at server start) needs numpy<2 and pydicom<3 (pip takes 2.4); bundle/io.py reads DICOM
+# with pydicom 2.4 and 3.x alike. SimpleITK: MONAI Label's DICOM-to-NIfTI conversion; dcmqi: its
+# itkimage2segimage tool, which a DICOMweb datastore otherwise downloads at start-up (and fails offline).
+# pytest, pytest-timeout, hypothesis: tests/test_monailabel.py runs tests/test_io.py here, under pydicom 2.4.
 DEPS_REQS="numpy<2 itk-core==5.4.7 itk-io==5.4.7 fastapi uvicorn pydantic pydantic-settings python-dotenv
-python-multipart httpx schedule timeloop expiring_dict cachetools watchdog psutil pydicom<3 pydicom-seg
+python-multipart httpx schedule timeloop expiring_dict cachetools watchdog psutil pydicom>=2.4,<3 pydicom-seg SimpleITK dcmqi
 dicomweb-client[gcp]>=0.59.1 pynrrd girder-client einops pyyaml filelock passlib pyjwt bcrypt shapely requests
 requests-toolbelt scipy scikit-image nibabel pillow tqdm pytorch-ignite==0.5.5 tensorboard pylibjpeg pylibjpeg-libjpeg
-pylibjpeg-openjpeg pylibjpeg-rle"
+pylibjpeg-openjpeg pylibjpeg-rle pytest pytest-timeout hypothesis"
 
 # monailabel/transform/post.py imports torchvision.utils.{make_grid, save_image} at start-up, for debug
 # image dumps only. The PyPI torchvision wheel does not load beside the CPU torch wheel

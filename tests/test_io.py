@@ -8,7 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.dicom_files import write_dicom
+from tests.dicom_files import (
+    cr_displayed,
+    dx_displayed,
+    save,
+    write_cr_monochrome1_voi_lut,
+    write_dicom,
+    write_dx_monochrome2_window,
+)
 from bundle.io import (
     SUPPORTED_EXTENSIONS,
     CXRReadError,
@@ -130,14 +137,19 @@ def write_case(case: str, d):
         return d / "1.2.826.0.1.3680043"
     elif case == "dcm_no_preamble":
         write_dicom(d / "a.dcm", k, preamble=False)
-    elif case in ("dcm_rle", "dcm_j2k"):
+    elif case in ("dcm_rle", "dcm_j2k", "dcm_jpegls"):
         import pydicom
-        from pydicom.uid import JPEG2000Lossless, RLELossless
+        from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
+        syntax = {"dcm_rle": RLELossless, "dcm_j2k": JPEG2000Lossless, "dcm_jpegls": JPEGLSLossless}[case]
+        if case != "dcm_rle":  # pydicom 3 encodes these with pylibjpeg-openjpeg / pyjpegls; 2.4 only RLE
+            pixels = pytest.importorskip("pydicom.pixels", reason="JPEG encoders need pydicom 3")
+            if not pixels.get_encoder(syntax).is_available:
+                pytest.skip(f"no encoder for {syntax.name} installed (pyjpegls / pylibjpeg-openjpeg)")
         ds = write_dicom(d / "a.dcm", k.astype(np.uint16) * 16, bits_stored=12)
-        ds.compress(RLELossless if case == "dcm_rle" else JPEG2000Lossless)
-        ds.save_as(d / "a.dcm")
-        assert pydicom.dcmread(d / "a.dcm").file_meta.TransferSyntaxUID.is_compressed
+        ds.compress(syntax)
+        save(ds, d / "a.dcm")
+        assert pydicom.dcmread(d / "a.dcm").file_meta.TransferSyntaxUID == syntax
     elif case == "nii2d":
         _nifti(d / "a.nii", k.T)
         return d / "a.nii"
@@ -160,6 +172,7 @@ CASES = [
     "png8", "png16", "png_rgb", "png_palette", "jpeg_rgb", "tiff8", "tiff16",
     "dcm_mono2", "dcm_mono1", "dcm_12bit", "dcm_signed", "dcm_rescale", "dcm_window", "dcm_rescale_window",
     "dcm_mono1_window", "dcm_voi_lut", "dcm_voi_lut_ow", "dcm_no_extension", "dcm_no_preamble", "dcm_rle", "dcm_j2k",
+    "dcm_jpegls",
     "nii2d", "nii3d_last", "nii3d_first",
 ]  # fmt: skip
 
@@ -188,6 +201,98 @@ def test_dicom_meta_records_rule(tmp_path):
     assert meta["intensity"] == "minmax" and np.allclose(image, EXPECTED, atol=1e-5)
 
 
+def _radiograph() -> np.ndarray:
+    """(H, W) float picture in [0, 1] with its full range used (the pattern, smoothly varied)."""
+    r, c = np.mgrid[0:H, 0:W]
+    return np.clip(EXPECTED * 0.8 + 0.1 + 0.1 * np.sin(r / 5.0) * np.cos(c / 7.0), 0, 1)
+
+
+@pytest.mark.parametrize("kind", ["cr_monochrome1_voi_lut", "dx_monochrome2_window"])
+def test_radiograph_files_show_the_picture(kind, tmp_path):
+    """The CR/DX files the MONAI Label tests serve read as they display (VOI LUT / window, rescale,
+    MONOCHROME1), which is not the stored picture's own contrast."""
+    picture = _radiograph()
+    path = tmp_path / f"{kind}.dcm"
+    if kind.startswith("cr"):
+        write_cr_monochrome1_voi_lut(path, picture)
+        shown, atol, rule = cr_displayed(picture), 1.5 / 2000, "voi_lut+inverted"  # stored step x LUT slope <= 1.5
+    else:
+        write_dx_monochrome2_window(path, picture)
+        shown, atol, rule = dx_displayed(picture), 2 / 10000, "window_linear"  # 2 value units over a 10000 window
+    image, meta = read_image(path)
+    assert meta["intensity"] == rule
+    np.testing.assert_allclose(image, shown, atol=atol)
+    assert np.abs(shown - picture).max() > 0.05  # the display differs from the stored contrast
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_window_matches_standard_and_pydicom(function, tmp_path):
+    """Windowing = PS3.3 C.11.2.1.2 (own formula here) = pydicom's apply_windowing over its output range."""
+    import pydicom
+
+    from bundle.io import _pydicom_luts  # pydicom 3.x or 2.4, whichever is installed
+
+    apply_modality_lut, apply_windowing, _ = _pydicom_luts()
+    stored = np.arange(H * W, dtype=np.int64).reshape(H, W) % 4096
+    c, w = 2100.0, 1500.0
+    write_dicom(tmp_path / "w.dcm", stored, bits_stored=12, RescaleSlope=0.5, RescaleIntercept=-20,
+                WindowCenter=c, WindowWidth=w, VOILUTFunction=function)
+    image, meta = read_image(tmp_path / "w.dcm")
+    assert meta["intensity"] == f"window_{function.lower()}"
+    v = stored * 0.5 - 20
+    if function == "LINEAR":
+        standard = np.clip((v - (c - 0.5)) / (w - 1) + 0.5, 0, 1)
+    elif function == "LINEAR_EXACT":
+        standard = np.clip((v - c) / w + 0.5, 0, 1)
+    else:
+        standard = 1 / (1 + np.exp(-4 * (v - c) / w))
+    np.testing.assert_allclose(image, standard, atol=1e-6)
+    ds = pydicom.dcmread(tmp_path / "w.dcm")
+    y_min, y_max = -20.0, 4095 * 0.5 - 20  # pydicom's output range: the rescaled 12-bit range
+    theirs = (apply_windowing(apply_modality_lut(ds.pixel_array, ds), ds) - y_min) / (y_max - y_min)
+    np.testing.assert_allclose(image, theirs, atol=1e-6)
+
+
+def test_voi_lut_matches_pydicom_where_it_agrees(tmp_path):
+    """VOI LUT Sequence: ours equals pydicom's apply_voi_lut for a 16-bit LUT; for a 4096-entry LUT with 8-bit
+    output pydicom holds indices in uint8 (they wrap), ours gives the picture (why io.py keeps its lookup)."""
+    import pydicom
+
+    try:
+        from pydicom.pixels import apply_voi_lut
+    except ImportError:
+        from pydicom.pixel_data_handlers.util import apply_voi_lut
+    picture = _radiograph()
+    write_cr_monochrome1_voi_lut(tmp_path / "cr.dcm", picture)
+    ds = pydicom.dcmread(tmp_path / "cr.dcm")
+    theirs = 1.0 - apply_voi_lut(ds.pixel_array, ds).astype(np.float64) / 65535  # MONOCHROME1: inverted
+    assert np.abs(theirs - picture).max() > 0.05  # the LUT matters
+    np.testing.assert_allclose(read_image(tmp_path / "cr.dcm")[0], theirs, atol=1e-6)
+
+    image, _ = read_image(write_case("dcm_voi_lut_ow", tmp_path))  # 4096 entries, 8-bit output
+    np.testing.assert_allclose(image, EXPECTED, atol=1e-5)
+
+
+def test_one_file_series_folder(tmp_path):
+    """A folder holding one DICOM file (MONAI Label's DICOMweb series, not converted) reads as that file."""
+    series = tmp_path / "1.2.826.0.1.3680043.8.498.1"
+    series.mkdir()
+    write_dx_monochrome2_window(series / "1.2.826.0.1.3680043.8.498.2.dcm", _radiograph())
+    (series / ".hidden").write_text("ignored")
+    assert is_supported(series)
+    image, meta = read_image(series)
+    np.testing.assert_array_equal(image, read_image(series / "1.2.826.0.1.3680043.8.498.2.dcm")[0])
+    assert meta["filename_or_obj"] == str(series / "1.2.826.0.1.3680043.8.498.2.dcm") and meta["format"] == "dicom"
+    assert LoadCXR()(str(series)).shape == (1, H, W)
+    write_png(series / "extra.png", pattern())
+    assert not is_supported(series)
+    with pytest.raises(CXRReadError, match="holds 2 files"):
+        read_image(series)
+    (series / "1.2.826.0.1.3680043.8.498.2.dcm").unlink()
+    with pytest.raises(CXRReadError, match="extra.png is not a DICOM file"):
+        read_image(series)
+
+
 def test_undecodable_transfer_syntax_names_file_and_syntax(tmp_path):
     import pydicom
     from pydicom.encaps import encapsulate
@@ -197,7 +302,7 @@ def test_undecodable_transfer_syntax_names_file_and_syntax(tmp_path):
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
     ds["PixelData"].VR = "OB"
-    ds.save_as(tmp_path / "video.dcm")
+    save(ds, tmp_path / "video.dcm")
     assert pydicom.dcmread(tmp_path / "video.dcm").file_meta.TransferSyntaxUID == MPEG2MPML
     with pytest.raises(CXRReadError, match=r"video\.dcm.*MPEG2"):
         read_image(tmp_path / "video.dcm")

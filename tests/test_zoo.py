@@ -105,13 +105,83 @@ def test_metadata_versions_and_changelog():
 
 
 def test_metadata_io_as_monai_label_reads_it():
-    """MONAI Label takes the first input/output keys, labels from channel_def and 2D from spatial_shape."""
+    """MONAI Label takes the first input/output keys, labels from channel_def (label value -> name of the mask
+    it writes) and 2D from spatial_shape; the zoo reads ``pred`` as the network's output."""
     fmt = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
     (in_key, image), (out_key, pred) = next(iter(fmt["inputs"].items())), next(iter(fmt["outputs"].items()))
     assert (in_key, out_key) == ("image", "pred")
     assert len(image["spatial_shape"]) == 2 and image["num_channels"] == 1
+    # as monailabel/tasks/infer/bundle.py derives them
     labels = {v.lower(): int(k) for k, v in pred["channel_def"].items() if v.lower() != "background"}
     assert labels == {"anomaly": 1}
+    assert len(pred["channel_def"]) == pred["num_channels"] == 1, "one channel_def entry per output channel"
+    post = fmt["post_processed_outputs"]["pred"]
+    assert post["channel_def"] == pred["channel_def"] and post["format"] == "segmentation"
+
+
+def test_outputs_match_network_and_postprocessing(bundle_copy, tmp_path):
+    """outputs.pred describes what network_def returns, post_processed_outputs.pred the mask the
+    postprocessing makes (the input's own size), and post_transforms give MONAI Label that mask as (x, y)
+    plus the result JSON."""
+    from monai.bundle import ConfigParser
+
+    from bundle.data.phantoms import make_phantom
+    from bundle.io import write_png
+
+    fmt = json.loads((bundle_copy / "configs" / "metadata.json").read_text())["network_data_format"]
+    out, post = fmt["outputs"]["pred"], fmt["post_processed_outputs"]["pred"]
+    parser = ConfigParser()
+    parser.read_config(str(bundle_copy / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(bundle_copy), "device": "cpu"})
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(bundle_copy / "models" / "model.pt", map_location="cpu"))
+    network.eval()
+    size = (150, 120)
+    write_png(tmp_path / "x.png", make_phantom(size, seed=3, diseased=True).image)
+    results = {}
+    for post_id in ("postprocessing", "post_transforms"):
+        item = parser.get_parsed_content("preprocessing", instantiate=True)({"image": str(tmp_path / "x.png")})
+        with torch.no_grad():
+            item["pred"] = network(item["image"][None])[0]
+        assert item["pred"].shape == (out["num_channels"], *out["spatial_shape"])
+        assert item["pred"].dtype == getattr(torch, out["dtype"])
+        results[post_id] = parser.get_parsed_content(post_id, instantiate=True)(item)
+    mask = results["postprocessing"]["pred"]
+    assert mask.dtype == getattr(torch, post["dtype"]) and tuple(mask.shape) == size  # (H, W): one channel, squeezed
+    assert set(torch.unique(mask).tolist()) <= set(range(post["value_range"][0], post["value_range"][1] + 1))
+    ml = results["post_transforms"]
+    torch.testing.assert_close(torch.as_tensor(ml["pred"]), torch.as_tensor(mask).T)  # MONAI writers read (x, y)
+    assert "image" not in ml and set(ml["result"]) >= {"score", "predicted_label", "lungs_found", "mask_fraction"}
+
+
+def test_model_card_zoo_template():
+    """docs/README.md has the model-zoo template's sections, a BibTeX citation, and links only inside the bundle."""
+    card = (ROOT / "docs" / "README.md").read_text()
+    headings = set(re.findall(r"^##+ (.+?)\s*$", card, flags=re.M))
+    for section in ("Tags", "Authors", "Intended use", "Model overview", "Data", "Training configuration",
+                    "How to run", "System Configuration", "Performance", "Limitations", "Citation", "References",
+                    "Data and licence"):
+        assert section in headings, f"model card lacks the section {section!r}"
+    bibtex = re.search(r"```bibtex\n(.+?)```", card, flags=re.S)
+    assert bibtex and re.search(r"@\w+\{\w+,", bibtex.group(1)) and "2512.00310" in bibtex.group(1)
+    files = build_archive.bundle_files(ROOT)
+    assert build_archive.broken_doc_links(ROOT, files) == []
+
+
+def test_archive_refuses_broken_doc_links(bundle_copy, tmp_path):
+    src = Path(shutil.copytree(bundle_copy, tmp_path / "src"))
+    shutil.copy(ROOT / "pyproject.toml", src)
+    card = src / "docs" / "README.md"
+    card.write_text(card.read_text() + "\nSee [the tests](../tests/test_zoo.py) and [a site](https://monai.io).\n")
+    with pytest.raises(ValueError, match=r"docs/README.md: \.\./tests/test_zoo.py"):
+        build_archive.build_archive(src, tmp_path / "dist")
+
+
+def test_models_folder_readme():
+    """models/ exists in git with a README (weights ignored), naming how weights are made and fetched."""
+    readme = (ROOT / "models" / "README.md").read_text()
+    for needed in ("large_files.yml", "run training", "download_large_files", "model.pt", "threshold.json"):
+        assert needed in readme, needed
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -141,6 +211,7 @@ def test_large_files_yml():
         assert e["hash_type"] in {"md5", "sha1", "sha256", "sha512"}
     ignored = (ROOT / ".gitignore").read_text().split()
     assert {"/models/*.pt", "/models/*.ts"} <= set(ignored), "weights listed in large_files.yml stay out of git"
+    assert "/models/" not in ignored and "/models/*" not in ignored, "models/README.md stays in git"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -286,3 +357,55 @@ def test_archive_runs_inference_on_its_own(bundle_copy, tmp_path):
     for name, size in sizes.items():
         mask = read_labels(out / name.replace(".png", "_mask.png"))
         assert mask.shape == size and set(np.unique(mask)) <= {0, 1}
+
+
+@pytest.mark.slow
+def test_unpacked_archive_passes_zoo_checks_with_trained_weights(tmp_path):
+    """The zoo's checks, run as the README shows them, inside an unpacked archive whose models/model.pt comes
+    from a real (one-iteration demo) training: metadata schema, verify_net_in_out, ckpt_export, large-file hashes."""
+    from bundle.data.demo import write_demo_dataset
+
+    demo = write_demo_dataset(tmp_path / "demo", n_train=4, n_test_healthy=2, n_test_diseased=2, size=256, seed=0)
+    src = build_archive.copy_bundle(ROOT, tmp_path / "src")
+    shutil.copy(ROOT / "pyproject.toml", src)
+    for made in ("model.pt", "model.ts", "threshold.json"):  # whatever this checkout holds: train afresh
+        (src / "models" / made).unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the archive's own code, from its folder
+
+    def monai_bundle(*args: str, cwd: Path) -> None:
+        run = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, f"monai.bundle {' '.join(args)}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+
+    monai_bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", ".", "--dataset_dir", str(demo),
+                 "--train#trainer#max_epochs", "1", "--val_interval", "1", "--num_workers", "0", "--batch_size", "2", cwd=src)
+    trained = torch.load(src / "models" / "model.pt", map_location="cpu")
+    assert trained.keys() == network_def(src).state_dict().keys()
+    zip_path = build_archive.build_archive(src, tmp_path / "dist")
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path / "unpacked")
+    bundle = tmp_path / "unpacked" / build_archive.bundle_name(src)
+    assert (bundle / "models" / "model.pt").read_bytes() == (src / "models" / "model.pt").read_bytes()
+    assert (bundle / "models" / "README.md").is_file() and not (bundle / "tests").exists()
+    (bundle / "eval").mkdir()
+    shutil.copy(SCHEMA, bundle / "eval" / "schema.json")  # offline: verify_metadata skips the download
+    monai_bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "eval/schema.json", cwd=bundle)
+    monai_bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+                 "configs/inference.json", "--device", "cpu", cwd=bundle)
+    monai_bundle("ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
+                 "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", cwd=bundle)
+    scripted = torch.jit.load(str(bundle / "models" / "model.ts"), map_location="cpu").eval()
+    net = network_def(bundle)
+    net.load_state_dict(trained)
+    net.eval()
+    x = torch.rand(1, 1, 256, 256, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), rtol=1e-5, atol=1e-6)
+    import yaml
+
+    spec = yaml.safe_load((bundle / "large_files.yml").read_text())
+    shipped = [e for e in spec["large_files"] if (bundle / e["path"]).is_file() and e["path"] == "models/model.pt"]
+    assert shipped and shipped[0]["hash_val"] == hashlib.md5(trained_bytes := (bundle / "models" / "model.pt").read_bytes()).hexdigest()
+    spec["large_files"] = shipped  # model.ts was made here, after packing: it has no url and no hash
+    (bundle / "large_files.yml").write_text(yaml.safe_dump(spec))
+    monai_bundle("download_large_files", "--bundle_path", ".", cwd=bundle)  # present, hash matches: nothing fetched
+    assert (bundle / "models" / "model.pt").read_bytes() == trained_bytes
