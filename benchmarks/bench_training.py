@@ -1,25 +1,34 @@
-"""Training throughput of the default model on this machine: iterations/s and images/s.
+"""Training: throughput of a recipe, convergence curves and the full-vs-plain ablation on the demo data.
 
 Measures, side by side in one run:
 - the input pipeline alone (train.json's preprocessing: load, PBTSeg, resize, online ART-ASyn synthesis with
   1-3 variants + healthy copy, collate), in training images per second;
-- the training step alone (forward, ART-ASyn loss with bottleneck features, backward, AdamW) on pre-made batches;
-- both together (DataLoader feeding the step, as in `monai.bundle run training`).
+- the training step alone (forward, ART-ASyn loss with bottleneck features, backward, AdamW; AMP on CUDA) on
+  pre-made batches, and its peak GPU memory;
+- both together, with train.json's own CacheDataset and DataLoader, for each number of DataLoader workers given,
+  and the share of time the trainer waits for data (whether the input pipeline keeps the device busy).
 
 Usage::
 
-    python benchmarks/bench_training.py [--image_size 256] [--batch_size 4] [--iters 6] [--num_workers 0]
+    python benchmarks/bench_training.py [--image_size 256] [--batch_size 4] [--iters 6] [--num_workers 0,2,4]
+        [--device cuda] [--amp auto|true|false] [--set KEY=VALUE ...]
+    python benchmarks/bench_training.py --curve [--every 300] [--recipes full,plain] [--iterations N]
+        [--config configs/demo.json] [--set KEY=VALUE ...] [--output docs/images/training_curve.png]
     python benchmarks/bench_training.py --ablation [--workdir runs/ablation] [overrides for both runs ...]
 
-``--ablation`` is the evidence that the method works: it trains twice with the same budget on the demo data,
-(a) the full ART-ASyn recipe and (b) plain reconstruction (no synthetic anomalies, global MSE only), evaluates both
-with configs/evaluate.json on the demo test set (opacities from a generator independent of the synthesis) and
-prints image AUROC, AP and pixel Dice side by side.
+``--curve`` trains each recipe in this process with train.json + configs/demo.json (by default) and evaluates it
+on the demo test set every ``--every`` iterations: image AUROC (published whole-image mean score), pixel Dice
+(per-image mask rule), and diagnostics (median score of healthy and diseased images, mean ``input - recon``
+inside the lesion masks); it plots AUROC and Dice against iterations.
+
+``--ablation`` trains twice with the same budget through ``monai.bundle run``, as the quick start does: (a) the
+full ART-ASyn recipe and (b) plain reconstruction (no synthetic anomalies, global MSE only), evaluates both with
+configs/evaluate.json on the demo test set (opacities from a generator independent of the synthesis) and prints
+image AUROC, AP and pixel Dice side by side.
 
 The batch holds ``batch_size`` healthy images, each with its healthy copy and 1-3 variants (published: 4 healthy
 images, 8-16 images per step). On CPU the thread count is torch's default unless ``--threads`` is given.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -43,7 +52,8 @@ PLAIN = ["--anomaly_prob", "0", "--num_variants", "1", "--include_healthy", "fal
 
 
 def ablation(workdir: str, extra: list[str]) -> None:
-    """Full loss vs plain reconstruction, same budget, evaluated on the demo test set."""
+    """Full recipe vs plain reconstruction with the demo recipe (train.json + demo.json, plus ``extra`` overrides),
+    each trained and evaluated through ``monai.bundle run`` exactly as the quick start does."""
     import json
     import subprocess
     import sys
@@ -58,11 +68,11 @@ def ablation(workdir: str, extra: list[str]) -> None:
     for name, recipe in (("full ART-ASyn loss", []), ("plain reconstruction", PLAIN)):
         root = work / name.split()[0]
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
-                        str(REPO / "configs" / "train.json"), "--bundle_root", str(root), *common, *recipe, *extra],
-                       check=True, cwd=REPO)
+        train = f"['{REPO / 'configs' / 'train.json'}','{REPO / 'configs' / 'demo.json'}']"
+        subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", train,
+                        "--bundle_root", str(root), *common, *recipe, *extra], check=True, cwd=REPO)
         t_train = time.perf_counter() - t0
-        evaluate = f"['{REPO / 'configs' / 'train.json'}','{REPO / 'configs' / 'evaluate.json'}']"
+        evaluate = f"['{REPO / 'configs' / 'train.json'}','{REPO / 'configs' / 'demo.json'}','{REPO / 'configs' / 'evaluate.json'}']"
         subprocess.run([sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file", evaluate,
                         "--bundle_root", str(root), *common, *extra], check=True, cwd=REPO)
         metrics = json.loads((root / "eval" / "metrics.json").read_text())

@@ -76,9 +76,9 @@ def _read_manifest(root: Path) -> dict | None:
 
 def write_demo_dataset(
     root: str | os.PathLike,
-    n_train: int = 32,
-    n_test_healthy: int = 12,
-    n_test_diseased: int = 12,
+    n_train: int = 200,
+    n_test_healthy: int = 25,
+    n_test_diseased: int = 25,
     size: int = 256,
     seed: int = 0,
 ) -> Path:
