@@ -352,13 +352,15 @@ class ModelSaver:
             logger.warning("validation gave no usable key metric (%s = %r): %s not updated.", name, value,
                            self.best_path.name)
             return
+        # the trainer's counters (MONAI's ValidationHandler also gives the evaluator the trainer's epoch)
         iteration = self.trainer.state.iteration if self.trainer is not None else None
+        epoch = self.trainer.state.epoch if self.trainer is not None else evaluator.state.epoch
         if not self._better(value):
             logger.info("%s %.6g does not beat the best %.6g (iteration %s): %s kept.", name, value,
                         self.best_metric, self.best_iteration, self.best_path.name)
             return
         self.key_metric, self.best_metric = name, value
-        self.best_epoch, self.best_iteration = int(evaluator.state.epoch), iteration
+        self.best_epoch, self.best_iteration = int(epoch), iteration
         self._write(self.best_path)
         record = {"key_metric": name, "value": value, "epoch": self.best_epoch, "iteration": iteration,
                   "run_id": self.run_id}
