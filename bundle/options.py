@@ -295,10 +295,6 @@ class Options:
                 errors.append(f"--image_size: {err}")
         return errors
 
-    def booleans(self) -> list[str]:
-        """Names of the boolean options (read with :func:`as_bool`)."""
-        return [f.name for f in fields(self) if f.metadata.get("read") is _boolean]
-
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
