@@ -30,6 +30,7 @@ on a coarser grid. ``benchmarks/bench_synthesis.py`` times it against a literal 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, fields
 from typing import Any, Hashable, Mapping, Sequence
@@ -41,7 +42,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import convert_data_type, convert_to_dst_type
 from scipy import ndimage as ndi
 
-from bundle.brush import BRUSH_SHAPE, load_brush, procedural_brush, stamp_bank
+from bundle.brush import BRUSH_SHAPE, load_brush, procedural_brush, quantization_tone, stamp_bank
 
 __all__ = [
     "TextureAnomalyParams",
@@ -50,6 +51,9 @@ __all__ = [
     "lung_margin",
     "RandTextureAnomaly",
     "RandTextureAnomalyd",
+    "anomaly_statistics",
+    "stamp_counts",
+    "summarize_statistics",
 ]
 
 
@@ -67,13 +71,27 @@ class TextureAnomalyParams:
         control_offset: Bezier control point = chord midpoint + uniform offset in +-this, per axis.
         curve_samples: points sampled along each curve (stamps sit at random samples).
         brush_widths: base stamp widths, one layer per width and stroke.
-        stamp_spacing: stamp spacing as a fraction of the brush width (stamps = curve length / spacing).
+        stamp_spacing: stamp spacing as a fraction of the brush width: spacing = max(1, int(fraction x
+            width)) px; stamps per stroke and width = min(curve_samples, max(1, int((chord + |control
+            offset|) / spacing))), at distinct curve samples (drawn without replacement).
         min_width_fraction: per-stamp width drawn uniformly in [fraction * width, width).
         opacity_range, flow_range: per-stamp alpha = uniform(opacity_range) * uniform(flow_range).
+        alpha_levels: the published code keeps every alpha in 8 bits and truncates it after each
+            scaling (stamp opacity, layer alphas, crystallize means, lung/rib weighting, gain). This
+            is reproduced on average: the brush gets the tone curve of the truncated stamp opacity
+            (:func:`bundle.brush.quantization_tone`, which also makes the log-space stamping deposit
+            ``opacity x texel`` on average) and every later scaling loses half a level (0: exact
+            float alphas).
+        support_level: where the painted layer A reaches this alpha it has the brush colour, elsewhere
+            black; the blur and crystallize layers average that colour channel by channel as the
+            published code does, so their faint edges are darker than the brush (0: the brush colour
+            everywhere, i.e. premultiplied effects).
         layer_alpha: alpha scale of the painted stroke layer.
         blur_radius: Gaussian sigma of layer B = blur(A).
         crystal_seeds: number of Voronoi seeds of the crystallize effect (C).
         crystal_blur_radius: Gaussian sigma of layer D = blur(C).
+        stroke_alpha: alpha scale of A itself in the composite, applied after B, C and D were computed
+            from the unscaled A.
         blur_alpha, crystal_alpha, crystal_blur_alpha: alpha scales of layers B, C, D.
         composite_order: layers composited over A, in order (letters B, C, D).
         lung_dilation: side of the square dilating the lung mask.
@@ -97,11 +115,14 @@ class TextureAnomalyParams:
     min_width_fraction: float = 0.3
     opacity_range: tuple[float, float] = (0.07, 0.3)
     flow_range: tuple[float, float] = (0.67, 1.0)
+    alpha_levels: int = 255
+    support_level: float = 1.0 / 255
     layer_alpha: float = 0.95
     blur_radius: float = 8.0
     crystal_seeds: int = 500
     crystal_blur_radius: float = 3.0
-    blur_alpha: float = 0.4
+    stroke_alpha: float = 0.4
+    blur_alpha: float = 1.0
     crystal_alpha: float = 0.5
     crystal_blur_alpha: float = 0.5
     composite_order: str = "BCDCB"
@@ -226,16 +247,18 @@ def _upsample(small: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
     return out[: shape[0], : shape[1]]
 
 
-def _crystallize(a: np.ndarray, n_seeds: int, factor: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
-    """Voronoi 'crystallize': every pixel takes the mean of ``a`` over its cell.
+def _crystallize(
+    layers: Sequence[np.ndarray], n_seeds: int, factor: int, rng: np.random.RandomState
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Voronoi 'crystallize': every pixel takes the mean of each layer over its cell (the same cells for all).
 
     Cells of ``n_seeds`` random seeds are found on a grid ``factor`` times coarser (nearest seed by
     a Euclidean feature transform, no loop over cells); the means are exact full-resolution means.
 
     Returns:
-        (crystallized (H, W), the same on the coarse grid) as float32.
+        per layer, (crystallized (H, W), the same on the coarse grid) as float32.
     """
-    h, w = a.shape
+    h, w = layers[0].shape
     hs, ws = -(-h // factor), -(-w // factor)
     seeds = rng.randint(0, hs * ws, size=n_seeds)
     owner = np.full(hs * ws, -1, np.int64)
@@ -244,8 +267,12 @@ def _crystallize(a: np.ndarray, n_seeds: int, factor: int, rng: np.random.Random
     cells_small = owner.reshape(hs, ws)[iy, ix]
     cells = cells_small if factor == 1 else cells_small.repeat(factor, 0).repeat(factor, 1)[:h, :w]
     cells = cells.ravel()
-    means = (np.bincount(cells, weights=a.ravel(), minlength=n_seeds) / np.maximum(np.bincount(cells, minlength=n_seeds), 1)).astype(np.float32)
-    return means[cells].reshape(h, w), means[cells_small]
+    sizes = np.maximum(np.bincount(cells, minlength=n_seeds), 1)
+    out = []
+    for a in layers:
+        means = (np.bincount(cells, weights=a.ravel(), minlength=n_seeds) / sizes).astype(np.float32)
+        out.append((means[cells].reshape(h, w), means[cells_small]))
+    return out
 
 
 def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
@@ -309,10 +336,13 @@ def _paint_strokes(
     p0 = np.stack(np.divmod(ends[:, 0], w), -1).astype(np.float64)
     p2 = np.stack(np.divmod(ends[:, 1], w), -1).astype(np.float64)
     off = params.control_offset * s
-    p1 = (p0 + p2) / 2 + rng.uniform(-off, off, size=p0.shape)
+    offset = rng.uniform(-off, off, size=p0.shape)
+    p1 = (p0 + p2) / 2 + offset
     t = np.linspace(0.0, 1.0, params.curve_samples)[None, :, None]
     curves = (1 - t) ** 2 * p0[:, None] + 2 * (1 - t) * t * p1[:, None] + t**2 * p2[:, None]  # (n, samples, 2)
-    lengths = np.linalg.norm(np.diff(curves, axis=1), axis=-1).sum(1)
+    # the published length estimate: chord plus the control point's offset (not the arc length)
+    lengths = np.linalg.norm(p2 - p0, axis=-1) + np.linalg.norm(offset, axis=-1)
+    n_curves, n_samples = curves.shape[:2]
 
     # stamps are painted on a grid f times coarser when the image is larger than max_paint_size (the
     # blur and crystallize layers hide the difference), at a scale rounded to 1/8 octave, so that a few
@@ -323,12 +353,18 @@ def _paint_strokes(
     lo = params.min_width_fraction
     steps = params.width_steps if lo < 1 else 1
     bins = lo + (1 - lo) * (np.arange(steps) + 0.5) / steps
-    bank = stamp_bank(brush.texture, brush.key, tuple(bw * paint_scale for bw in params.brush_widths), tuple(bins), params.angle_steps)
+    tone_key = (params.opacity_range, params.flow_range, params.alpha_levels)
+    tone = _tone(*tone_key)
+    bank = stamp_bank(brush.texture, brush.key, tuple(bw * paint_scale for bw in params.brush_widths), tuple(bins),
+                      params.angle_steps, tone, tone_key)
     rows, cols, variants, alphas = [], [], [], []
     for b, base_width in enumerate(params.brush_widths):
-        per_stroke = np.maximum(1, (lengths / (params.stamp_spacing * base_width * s)).astype(np.int64))
+        per_stroke = stamp_counts(lengths, base_width * s, params)
         n = int(per_stroke.sum())
-        pts = curves[np.repeat(np.arange(len(curves)), per_stroke), rng.randint(0, params.curve_samples, size=n)]
+        # distinct samples per stroke: the first per_stroke[i] of a random permutation of each curve's samples
+        order = np.argsort(rng.rand(n_curves, n_samples), axis=1)
+        taken = np.arange(n_samples)[None, :] < per_stroke[:, None]
+        pts = curves[np.repeat(np.arange(n_curves), per_stroke), order[taken]]
         pts = (pts + 0.5) / f - 0.5
         frac = rng.uniform(lo, 1.0, size=n)
         angle = rng.uniform(0.0, params.angle_steps, size=n)  # in angle steps of 360 / angle_steps degrees
@@ -340,27 +376,80 @@ def _paint_strokes(
     a = bank.paint(paint_shape, np.concatenate(rows), np.concatenate(cols), np.concatenate(variants), np.concatenate(alphas))
     if f > 1:
         a = _upsample(a, f, (h, w))
-    return a * np.float32(params.layer_alpha), int(counts.sum())
+    return _truncated(a * np.float32(params.layer_alpha), params), int(counts.sum())
 
 
-def _effects(a: np.ndarray, s: float, n_seeds: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
-    """Composite B, C, D over A (one colour, so 'over' multiplies the uncovered fractions)."""
-    layers: dict[str, np.ndarray] = {}
+@functools.lru_cache(maxsize=8)
+def _tone(opacity_range: tuple[float, float], flow_range: tuple[float, float], levels: int) -> np.ndarray:
+    return quantization_tone(opacity_range, flow_range, levels)
+
+
+def _truncated(x: np.ndarray, params: TextureAnomalyParams, times: float = 1.0) -> np.ndarray:
+    """``x`` less the mean loss of ``times`` truncations to ``alpha_levels`` levels (half a level each), >= 0."""
+    if not params.alpha_levels:
+        return x
+    return np.maximum(x - np.float32(0.5 * times / params.alpha_levels), np.float32(0.0))
+
+
+def stamp_counts(lengths: np.ndarray, width: float, params: TextureAnomalyParams | None = None) -> np.ndarray:
+    """Stamps per stroke for one brush width: ``min(curve_samples, max(1, int(length / spacing)))``.
+
+    Args:
+        lengths: (n,) stroke lengths in px, estimated as chord + |control point offset|.
+        width: the brush's base width in px (already scaled to the image).
+        params: synthesis parameters (``stamp_spacing``, ``curve_samples``).
+
+    Returns:
+        (n,) int64 counts; spacing = ``max(1, int(stamp_spacing * width))`` px (4 and 2 px for the
+        published 80 and 50 px brushes).
+    """
+    params = params or DEFAULT_PARAMS
+    spacing = max(1, int(params.stamp_spacing * width + 1e-9))
+    counts = (np.asarray(lengths, np.float64) / spacing).astype(np.int64)
+    return np.clip(counts, 1, params.curve_samples)
+
+
+def _effects(
+    a: np.ndarray, s: float, n_seeds: int, params: TextureAnomalyParams, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Composite B, C, D over the scaled A; returns (alpha, colour fraction), both (H, W) float32.
+
+    Every layer is an RGBA image whose colour is the brush colour where the painted layer A has any
+    alpha and black elsewhere; the published code blurs and crystallizes colour and alpha channel by
+    channel (not premultiplied), so B, C and D fade to black at their edges, and a faint halo around
+    an anomaly brightens the image far less than its alpha alone would. The colour fraction is that
+    composite colour over the brush colour ('over' composited in premultiplied form).
+    """
     order = params.composite_order
+    support = (a >= params.support_level).astype(np.float32)
+    layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (alpha, colour fraction x alpha)
     if "B" in order:
-        layers["B"] = _smooth(a, params.blur_radius * s) * np.float32(params.blur_alpha)
+        sigma = params.blur_radius * s
+        alpha = _smooth(a, sigma) * np.float32(params.blur_alpha)
+        layers["B"] = (alpha, _smooth(support, sigma) * alpha)
     if "C" in order or "D" in order:
         # Voronoi cells are ~11 px wide at 256 px: labelling them on a 2x coarser grid is invisible after D's blur
         factor = max(1, int(round(2 * s)))
-        c, c_small = _crystallize(a, n_seeds, factor, rng)
-        layers["C"] = c * np.float32(params.crystal_alpha)
+        (c, c_small), (cf, cf_small) = _crystallize((a, support), n_seeds, factor, rng)
+        c, c_small = _truncated(c, params), _truncated(c_small, params)  # the cell means are stored in 8 bits
+        alpha = _truncated(c * np.float32(params.crystal_alpha), params)
+        layers["C"] = (alpha, cf * alpha)
         sigma = params.crystal_blur_radius * s / factor
-        d_small = ndi.gaussian_filter(c_small, sigma, truncate=3.0, mode="nearest") if sigma > 0.3 else c_small
-        layers["D"] = (_upsample(d_small, factor, a.shape) if factor > 1 else d_small) * np.float32(params.crystal_blur_alpha)
-    uncovered = 1.0 - a
+        d = []
+        for small in (c_small, cf_small):
+            small = ndi.gaussian_filter(small, sigma, truncate=3.0, mode="nearest") if sigma > 0.3 else small
+            d.append(_upsample(small, factor, a.shape) if factor > 1 else small)
+        alpha = _truncated(d[0] * np.float32(params.crystal_blur_alpha), params)
+        layers["D"] = (alpha, d[1] * alpha)
+    # the published code scales A's alpha only now, after B, C and D were made from the unscaled A
+    a_scaled = _truncated(a * np.float32(params.stroke_alpha), params)
+    uncovered, colour = 1.0 - a_scaled, a_scaled * support
     for name in order:
-        uncovered *= 1.0 - layers[name]
-    return 1.0 - uncovered
+        alpha, premultiplied = layers[name]
+        colour = premultiplied + colour * (1.0 - alpha)
+        uncovered *= 1.0 - alpha
+    total = 1.0 - uncovered
+    return total, np.minimum(colour / np.maximum(total, np.float32(1e-6)), np.float32(1.0))
 
 
 def synthesize_texture_anomaly(
@@ -446,11 +535,13 @@ def _draw(
     s, img = prep.scale, image[prep.roi]
     for attempt in range(1, max(1, max_attempts) + 1):
         a, strokes = _paint_strokes(prep.lung_roi, prep.labels, s, params, brush, rng)
-        alpha = np.minimum(_effects(a, s, prep.n_seeds, params, rng) * prep.weight, 1.0)
+        alpha, colour = _effects(a, s, prep.n_seeds, params, rng)
+        # lung x rib weighting, then the gain: two truncations, the first one scaled by the gain
+        alpha = np.minimum(_truncated(alpha * prep.weight, params, 1.0 + params.alpha_gain), 1.0)
         mask_roi = alpha > params.mask_threshold
         if mask_roi.any():
             break
-    out[prep.roi] = np.maximum(img + alpha * (prep.grey - img), img)
+    out[prep.roi] = np.maximum(img + alpha * (prep.grey * colour - img), img)
     mask[prep.roi] = mask_roi
     area = int(mask_roi.sum())
     info = {
@@ -635,3 +726,49 @@ def _copy(x: Any) -> Any:
 def _zeros_like(img: Any) -> Any:
     zeros = np.zeros(tuple(img.shape), np.float32)
     return convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+def anomaly_statistics(image: np.ndarray, anomalous: np.ndarray, mask: np.ndarray, lung: np.ndarray) -> dict[str, float]:
+    """Size and strength of one synthetic anomaly (what ``benchmarks/bench_synthesis.py`` compares).
+
+    Args:
+        image: (H, W) healthy image in [0, 1].
+        anomalous: (H, W) the same image with the anomaly.
+        mask: (H, W) anomaly mask (non-zero = anomaly).
+        lung: (H, W) lung label map (non-zero = lung).
+
+    Returns:
+        ``area`` (mask area / lung area), ``mean_in_mask`` (mean brightening inside the mask, 0 when
+        empty), ``per_lung_pixel`` (total brightening / lung area), ``outside_share`` (share of the
+        total brightening outside the mask, 0 when nothing brightened) and ``pieces`` (8-connected
+        mask components).
+    """
+    inside = np.asarray(mask) > 0
+    lung_area = max(int((np.asarray(lung) > 0).sum()), 1)
+    diff = np.asarray(anomalous, np.float64) - np.asarray(image, np.float64)
+    total = float(diff.sum())
+    return {
+        "area": float(inside.sum()) / lung_area,
+        "mean_in_mask": float(diff[inside].mean()) if inside.any() else 0.0,
+        "per_lung_pixel": total / lung_area,
+        "outside_share": float(diff[~inside].sum()) / total if total > 0 else 0.0,
+        "pieces": float(ndi.label(inside, structure=np.ones((3, 3), bool))[1]),
+    }
+
+
+def summarize_statistics(per_draw: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Summary of :func:`anomaly_statistics` over draws: area q10 / median / q90, mean brightening in the mask,
+    brightening per lung pixel and share outside the mask (means over the draws; the share is pooled:
+    total outside / total), median pieces and the number of empty masks."""
+    col = {k: np.array([d[k] for d in per_draw], np.float64) for k in per_draw[0]}
+    nonempty = col["area"] > 0
+    return {
+        "area_q10": float(np.percentile(col["area"], 10)),
+        "area_median": float(np.median(col["area"])),
+        "area_q90": float(np.percentile(col["area"], 90)),
+        "mean_in_mask": float(col["mean_in_mask"][nonempty].mean()) if nonempty.any() else 0.0,
+        "per_lung_pixel": float(col["per_lung_pixel"].mean()),
+        "outside_share": float((col["outside_share"] * col["per_lung_pixel"]).sum() / max(col["per_lung_pixel"].sum(), 1e-12)),
+        "pieces_median": float(np.median(col["pieces"])),
+        "empty": float((~nonempty).sum()),
+    }
