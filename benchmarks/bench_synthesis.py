@@ -15,11 +15,12 @@ published figures of the same run:
 Intensities are in [0, 1] (8-bit / 255). Brightening = anomalous - healthy image.
 
     python benchmarks/bench_synthesis.py [--reference ../shared/reference/art-asyn-published]
-        [--draws 150] [--phantoms 6] [--size 256] [--published-draws 150] [--variants] [--montage PATH]
+        [--draws 150] [--phantoms 6] [--size 256] [--variants] [--montage PATH]
 
-``--variants`` adds rows for ours with the published texture as brush (when the reference has one),
-without the empty-mask redraw, and at 512 px for both (size scaling); ``--montage`` writes the first
-draws of both side by side (see also ``scripts/synthesis_montage.py``).
+``--variants`` adds columns for ours with the published texture as brush (when the reference has one)
+and without the empty-mask redraw, and a table at 512 px for both (size scaling); ``--montage`` writes
+the first draws of both side by side. Methods run interleaved draw by draw, so a changing machine load
+affects them alike.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.data.phantoms import make_phantom  # noqa: E402
-from bundle.synthesis import RandTextureAnomaly, anomaly_statistics, summarize_statistics  # noqa: E402
+from bundle.synthesis import RandTextureAnomaly, anomaly_statistics, summarize_statistics, synthesize_texture_anomaly  # noqa: E402
 
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "art-asyn-published"
 
@@ -79,34 +80,53 @@ def published_synthesis(reference: Path) -> Callable[[np.ndarray, np.ndarray, in
 
 
 def ours_synthesis(**kwargs) -> Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """``f(image_u8, lung, seed) -> (anomalous, mask)`` with :func:`bundle.synthesis.synthesize_texture_anomaly`.
+
+    Common random numbers: ours draws its per-lung stroke counts first, with the published
+    distribution and one ``choice`` per lung, so a generator seeded like the published code's global one
+    gives the same counts; the published code draws for lung label 2 first, so labels 1 and 2 are swapped
+    for ours (the synthesis treats lungs alike). The stroke count dominates the anomaly size, so this
+    removes most of the sampling noise from the comparison of the size quantiles.
+    """
     synth = RandTextureAnomaly(prob=1.0, **kwargs)
 
     def run(image_u8: np.ndarray, lung: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        synth.set_random_state(seed)
-        out, mask = synth(image_u8[None].astype(np.float32) / 255.0, lung[None])
-        return out[0], mask[0]
+        swapped = np.where(lung == 1, 2, np.where(lung == 2, 1, lung))
+        out, mask, _ = synthesize_texture_anomaly(image_u8.astype(np.float32) / 255.0, swapped, np.random.RandomState(seed),
+                                                  synth.params, synth.brush, synth.max_attempts)
+        return out, mask
 
     return run
 
 
-def measure(fn, cases: list[tuple[np.ndarray, np.ndarray]], draws: int, seed0: int = 0) -> dict:
-    """Statistics (:func:`bundle.synthesis.summarize_statistics`) and median CPU ms of ``draws`` anomalies,
-    draw ``k`` on case ``k % len(cases)`` with seed ``seed0 + k``; the first draw is also run once untimed."""
-    fn(*cases[0], seed0)  # warm-up: caches, imports
-    per, cpu, first = [], [], []
+def measure(methods: dict[str, Callable], cases: list[tuple[np.ndarray, np.ndarray]], draws: int, seed0: int = 0) -> dict[str, dict]:
+    """Statistics (:func:`bundle.synthesis.summarize_statistics`) and median CPU ms per anomaly of each method.
+
+    Draw ``k`` runs every method on case ``k % len(cases)`` with seed ``seed0 + k``, one method after the
+    other, so that a changing machine load affects all of them alike (the speed-up is a same-run ratio).
+    Each method first runs one untimed warm-up draw (caches, imports).
+    """
+    for fn in methods.values():
+        fn(*cases[0], seed0)
+    per = {name: [] for name in methods}
+    cpu = {name: [] for name in methods}
+    first = {name: [] for name in methods}
     for k in range(draws):
         image_u8, lung = cases[k % len(cases)]
-        t0 = time.process_time()
-        out, mask = fn(image_u8, lung, seed0 + k)
-        cpu.append(time.process_time() - t0)
         image = image_u8.astype(np.float32) / 255.0
-        per.append(anomaly_statistics(image, np.asarray(out), np.asarray(mask), lung))
-        if k < len(cases):
-            first.append((image, np.asarray(out), np.asarray(mask), lung))
-    summary = summarize_statistics(per)
-    summary["ms"] = 1e3 * float(np.median(cpu))
-    summary["first"] = first
-    return summary
+        for name, fn in methods.items():
+            t0 = time.process_time()
+            out, mask = fn(image_u8, lung, seed0 + k)
+            cpu[name].append(time.process_time() - t0)
+            per[name].append(anomaly_statistics(image, np.asarray(out), np.asarray(mask), lung))
+            if k < len(cases):
+                first[name].append((image, np.asarray(out), np.asarray(mask), lung))
+    result = {}
+    for name in methods:
+        result[name] = summarize_statistics(per[name])
+        result[name]["ms"] = 1e3 * float(np.median(cpu[name]))
+        result[name]["first"] = first[name]
+    return result
 
 
 ROWS = (
@@ -193,7 +213,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="folder of the published ART-ASyn code ('' to skip it)")
     ap.add_argument("--draws", type=int, default=150, help="anomalies per method")
-    ap.add_argument("--published-draws", type=int, default=None, help="anomalies of the published code (default --draws)")
     ap.add_argument("--phantoms", type=int, default=6)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
@@ -212,16 +231,17 @@ def main() -> None:
     print(f"one core (OMP {os.environ['OMP_NUM_THREADS']}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     cases = phantom_cases(args.phantoms, args.size)
     print(f"{args.draws} draws on {args.phantoms} synthetic phantoms at {args.size} px (exact phantom lung maps), seeds {args.seed}..")
-    columns: dict[str, dict] = {}
     reference = Path(args.reference) if args.reference else None
+    methods: dict[str, Callable] = {}
     if reference is not None:
-        columns["published"] = measure(published_synthesis(reference), cases, args.published_draws or args.draws, args.seed)
-    columns["ours"] = measure(ours_synthesis(brush=args.brush), cases, args.draws, args.seed)
+        methods["published"] = published_synthesis(reference)
+    methods["ours"] = ours_synthesis(brush=args.brush)
     if args.variants:
         texture = reference / "texture.jpg" if reference is not None else None
         if texture is not None and texture.is_file():
-            columns["ours+pub.tex"] = measure(ours_synthesis(brush=str(texture)), cases, args.draws, args.seed)
-        columns["ours no redraw"] = measure(ours_synthesis(brush=args.brush, max_attempts=1), cases, args.draws, args.seed)
+            methods["ours+pub.tex"] = ours_synthesis(brush=str(texture))
+        methods["ours no redraw"] = ours_synthesis(brush=args.brush, max_attempts=1)
+    columns = measure(methods, cases, args.draws, args.seed)
     ok = print_table(columns, "published" if reference is not None else None)
     if reference is not None:
         ratio = columns["published"]["ms"] / columns["ours"]["ms"]
@@ -233,10 +253,10 @@ def main() -> None:
         big = phantom_cases(min(args.phantoms, 4), 512)
         n_big = max(8, args.draws // 4)
         print(f"\nsize scaling: {n_big} draws on {len(big)} phantoms at 512 px")
-        big_cols = {}
+        big_methods = {"ours": ours_synthesis(brush=args.brush)}
         if reference is not None:
-            big_cols["published"] = measure(published_synthesis(reference), big, n_big, args.seed)
-        big_cols["ours"] = measure(ours_synthesis(brush=args.brush), big, n_big, args.seed)
+            big_methods = {"published": published_synthesis(reference), **big_methods}
+        big_cols = measure(big_methods, big, n_big, args.seed)
         print_table(big_cols, None)
     if args.montage and reference is not None:
         write_montage(Path(args.montage), columns["published"]["first"], columns["ours"]["first"], args.columns)

@@ -83,7 +83,7 @@ def procedural_brush(shape: tuple[int, int] = BRUSH_SHAPE, seed: int = 0, angle:
         blotches += rng.uniform(0.25, 0.8) * np.exp(-0.5 * (((yy - by) / r) ** 2 + ((xx - bx) / (1.8 * r)) ** 2))
     tex = 0.3 * cloud / max(cloud.max(), 1e-12) + 0.3 * wisps / max(wisps.max(), 1e-12) + core + 0.5 * blotches
     tex = np.clip(tex / np.percentile(tex[core > 0.5], 90), 0.0, 1.0)  # the core saturates
-    r2 = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2
+    r2 = ((yy - (h - 1) / 2) / ((h - 1) / 2)) ** 2 + ((xx - (w - 1) / 2) / ((w - 1) / 2)) ** 2
     tex *= np.clip(1.3 * (1.0 - r2), 0.0, 1.0)  # black border: stamps have no edges
     lo, hi = 0.2, 5.0  # the exponent giving the wanted mean (the mean falls as the exponent grows)
     for _ in range(40):

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -276,17 +278,21 @@ def _crystallize(
 
 
 def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
-    """Per-lung stroke counts, never all zero (bounded redraws, then one lung forced non-zero)."""
+    """Per-lung stroke counts, never all zero (bounded redraws, then one lung forced non-zero).
+
+    One ``rng.choice`` per lung, in label order, with P(0) = ``zero_stroke_prob`` and the rest uniform:
+    the published draw, so the same generator state gives the published code's counts (which lets
+    the benchmark compare both on common random numbers).
+    """
     choices = np.asarray(params.stroke_counts)
     positive = choices[choices > 0]
-    has_zero = (choices == 0).any()
-
-    def draw(k: int) -> np.ndarray:
-        zero = rng.rand(k) < params.zero_stroke_prob if has_zero else np.zeros(k, bool)
-        return np.where(zero, 0, positive[rng.randint(0, positive.size, size=k)])
-
+    n_zero = int((choices == 0).sum())
+    if n_zero:
+        probs = np.where(choices == 0, params.zero_stroke_prob / n_zero, (1.0 - params.zero_stroke_prob) / positive.size)
+    else:
+        probs = np.full(choices.size, 1.0 / choices.size)
     for _ in range(16):
-        counts = draw(n_lungs)
+        counts = np.array([rng.choice(choices, p=probs) for _ in range(n_lungs)], np.int64)
         if counts.any():
             return counts
     counts[rng.randint(n_lungs)] = positive[rng.randint(positive.size)]
@@ -296,7 +302,7 @@ def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.rand
 class _Brush:
     """A texture and the key its stamp banks are cached under."""
 
-    def __init__(self, brush: str | np.ndarray | None, brush_seed: int) -> None:
+    def __init__(self, brush: str | os.PathLike | np.ndarray | None, brush_seed: int) -> None:
         if brush is None:
             self.texture, self.key = procedural_brush(BRUSH_SHAPE, seed=brush_seed), ("procedural", brush_seed)
         elif isinstance(brush, np.ndarray):
@@ -306,7 +312,9 @@ class _Brush:
             self.texture = tex / tex.max()
             self.key = ("array", hashlib.sha1(self.texture.tobytes()).hexdigest(), self.texture.shape)
         else:
-            self.texture, self.key = load_brush(brush), ("file", str(brush))
+            if not Path(brush).is_file():
+                raise FileNotFoundError(f"brush texture {brush} not found (the 'brush' option: a grayscale image file, or None)")
+            self.texture, self.key = load_brush(brush), ("file", str(Path(brush).absolute()))
 
 
 _DEFAULT_BRUSH: dict[int, _Brush] = {}
@@ -342,7 +350,6 @@ def _paint_strokes(
     curves = (1 - t) ** 2 * p0[:, None] + 2 * (1 - t) * t * p1[:, None] + t**2 * p2[:, None]  # (n, samples, 2)
     # the published length estimate: chord plus the control point's offset (not the arc length)
     lengths = np.linalg.norm(p2 - p0, axis=-1) + np.linalg.norm(offset, axis=-1)
-    n_curves, n_samples = curves.shape[:2]
 
     # stamps are painted on a grid f times coarser when the image is larger than max_paint_size (the
     # blur and crystallize layers hide the difference), at a scale rounded to 1/8 octave, so that a few
@@ -359,12 +366,8 @@ def _paint_strokes(
                       params.angle_steps, tone, tone_key)
     rows, cols, variants, alphas = [], [], [], []
     for b, base_width in enumerate(params.brush_widths):
-        per_stroke = stamp_counts(lengths, base_width * s, params)
-        n = int(per_stroke.sum())
-        # distinct samples per stroke: the first per_stroke[i] of a random permutation of each curve's samples
-        order = np.argsort(rng.rand(n_curves, n_samples), axis=1)
-        taken = np.arange(n_samples)[None, :] < per_stroke[:, None]
-        pts = curves[np.repeat(np.arange(n_curves), per_stroke), order[taken]]
+        pts, _ = _stamp_points(curves, lengths, base_width * s, params, rng)
+        n = len(pts)
         pts = (pts + 0.5) / f - 0.5
         frac = rng.uniform(lo, 1.0, size=n)
         angle = rng.uniform(0.0, params.angle_steps, size=n)  # in angle steps of 360 / angle_steps degrees
@@ -407,6 +410,27 @@ def stamp_counts(lengths: np.ndarray, width: float, params: TextureAnomalyParams
     spacing = max(1, int(params.stamp_spacing * width + 1e-9))
     counts = (np.asarray(lengths, np.float64) / spacing).astype(np.int64)
     return np.clip(counts, 1, params.curve_samples)
+
+
+def _stamp_points(
+    curves: np.ndarray, lengths: np.ndarray, width: float, params: TextureAnomalyParams, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stamp centres of one brush width: :func:`stamp_counts` distinct samples of each curve.
+
+    Args:
+        curves: (n, samples, 2) points along each stroke.
+        lengths: (n,) length estimates of the strokes (chord + |control offset|), px.
+        width: brush base width, px.
+
+    Returns:
+        ((stamps, 2) centres, stroke by stroke, (n,) stamps per stroke).
+    """
+    n_curves, n_samples = curves.shape[:2]
+    per_stroke = np.minimum(stamp_counts(lengths, width, params), n_samples)
+    # without replacement: the first per_stroke[i] entries of a random permutation of each curve's samples
+    order = np.argsort(rng.rand(n_curves, n_samples), axis=1)
+    taken = np.arange(n_samples)[None, :] < per_stroke[:, None]
+    return curves[np.repeat(np.arange(n_curves), per_stroke), order[taken]], per_stroke
 
 
 def _effects(
