@@ -15,10 +15,12 @@ published figures of the same run:
 Intensities are in [0, 1] (8-bit / 255). Brightening = anomalous - healthy image.
 
     python benchmarks/bench_synthesis.py [--reference ../shared/reference/art-asyn-published]
-        [--draws 150] [--phantoms 6] [--size 256] [--variants] [--montage PATH]
+        [--draws 300] [--phantoms 6] [--size 256] [--variants] [--montage PATH]
 
 ``--variants`` adds columns for ours with the published texture as brush (when the reference has one)
-and without the empty-mask redraw, and a table at 512 px for both (size scaling); ``--montage`` writes
+and without the empty-mask redraw, a table at 512 px for both (size scaling) and a run on an image
+without lungs; the brush statistics (mean, coverage above a few levels, streak direction) of ours and
+of the published texture come first (``--draws 0``: only those); ``--montage`` writes
 the first draws of both side by side. Methods run interleaved draw by draw, so a changing machine load
 affects them alike.
 """
@@ -200,6 +202,46 @@ def write_montage(path: Path, published: list, ours: list, columns: int) -> None
     plt.close(fig)
 
 
+def streak_angle(tex: np.ndarray) -> float:
+    """Dominant direction of a texture's structures, degrees rising to the right (gradient structure tensor)."""
+    from scipy import ndimage as ndi
+
+    t = ndi.gaussian_filter(np.asarray(tex, np.float64), 1.0)
+    gy, gx = ndi.sobel(t, 0), ndi.sobel(t, 1)
+    jxx, jyy, jxy = (ndi.gaussian_filter(g, 3.0).sum() for g in (gx * gx, gy * gy, gx * gy))
+    direction = (0.5 * np.degrees(np.arctan2(2 * jxy, jxx - jyy)) + 90.0) % 180.0  # rows point down
+    return float(180.0 - direction if direction > 90.0 else -direction)
+
+
+def print_brush_statistics(reference: Path | None, brush: str | None) -> None:
+    """Mean, coverage above a few levels and streak direction of our brush and the published texture."""
+    from bundle.brush import load_brush, procedural_brush
+
+    textures = {"ours (procedural)" if brush is None else "ours (--brush)": procedural_brush() if brush is None else load_brush(brush)}
+    if reference is not None and (reference / "texture.jpg").is_file():
+        textures["published texture.jpg"] = load_brush(reference / "texture.jpg")
+    levels = (0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
+    print(f"{'brush':24s} {'size':>8s} {'mean':>6s}  " + " ".join(f">{lv:<5}" for lv in levels) + "  streak angle")
+    for name, tex in textures.items():
+        cover = " ".join(f"{(tex > lv).mean():6.3f}" for lv in levels)
+        print(f"{name:24s} {tex.shape[1]:>4d}x{tex.shape[0]:<3d} {tex.mean():6.3f}  {cover}  {streak_angle(tex):5.1f} deg")
+
+
+def no_lung_check(reference: Path, seconds: float = 3.0) -> None:
+    """Both methods on an image without lungs: ours returns at once; the published code redraws forever."""
+    import threading
+
+    image = np.full((256, 256), 128, np.uint8)
+    lung = np.zeros((256, 256), np.uint8)
+    out, mask, info = synthesize_texture_anomaly(image / 255.0, lung, np.random.RandomState(0))
+    print(f"no lung, ours: {'no anomaly' if not mask.any() else 'anomaly'} (reason {info['reason']!r})")
+    published = published_synthesis(reference)
+    worker = threading.Thread(target=published, args=(image, lung, 0), daemon=True)  # left running until exit
+    worker.start()
+    worker.join(seconds)
+    print(f"no lung, published: {'still running after %.0f s (endless redraw loop)' % seconds if worker.is_alive() else 'returned'}")
+
+
 def phantom_cases(n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """8-bit phantom images with their exact lung maps (the published code wants uint8)."""
     cases = []
@@ -212,7 +254,7 @@ def phantom_cases(n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="folder of the published ART-ASyn code ('' to skip it)")
-    ap.add_argument("--draws", type=int, default=150, help="anomalies per method")
+    ap.add_argument("--draws", type=int, default=300, help="anomalies per method (0: brush statistics only)")
     ap.add_argument("--phantoms", type=int, default=6)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
@@ -229,9 +271,12 @@ def main() -> None:
     except ImportError:
         pass
     print(f"one core (OMP {os.environ['OMP_NUM_THREADS']}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    reference = Path(args.reference) if args.reference else None
+    print_brush_statistics(reference, args.brush)
+    if args.draws <= 0:
+        return
     cases = phantom_cases(args.phantoms, args.size)
     print(f"{args.draws} draws on {args.phantoms} synthetic phantoms at {args.size} px (exact phantom lung maps), seeds {args.seed}..")
-    reference = Path(args.reference) if args.reference else None
     methods: dict[str, Callable] = {}
     if reference is not None:
         methods["published"] = published_synthesis(reference)
@@ -261,6 +306,9 @@ def main() -> None:
     if args.montage and reference is not None:
         write_montage(Path(args.montage), columns["published"]["first"], columns["ours"]["first"], args.columns)
         print(f"montage: {args.montage}")
+    if args.variants and reference is not None:
+        print()  # last: the published code's loop keeps a thread busy until exit
+        no_lung_check(reference)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ class StampBank:
                 first = len(self.patches)
                 for a in range(self.n_angles):
                     if half and a >= half:
-                        flipped = self.patches[first + a - half][::-1, ::-1]
+                        flipped = np.ascontiguousarray(self.patches[first + a - half][::-1, ::-1])  # faster to add
                         cy, cx = centres[first + a - half]
                         self.patches.append(flipped)
                         centres.append((flipped.shape[0] - 1 - cy, flipped.shape[1] - 1 - cx))

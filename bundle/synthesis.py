@@ -2,30 +2,36 @@
 
 The published pipeline (ALGORITHM.md section 2), vectorised and size-independent:
 
-1. brush: a streaky grey texture (procedural by default, see :mod:`bundle.brush`) painted in the
-   colour of the image's 85th intensity percentile;
+1. brush: a cloudy streak texture (procedural by default, see :mod:`bundle.brush`, or any grayscale
+   image file) painted in the colour of the image's 85th intensity percentile;
 2. strokes: per lung a stroke count from {0, 1, 2, 3, 4, 10, ..., 14} (P(0) = 0.2, never zero in
    every lung), each a quadratic Bezier curve between two random lung points with a jittered
    control point;
-3. stamps along each curve in two brush sizes, jittered in width, rotation, opacity and flow,
-   composited 'over' (exactly, order-free, in log space) into the anomaly layer A;
-4. effects: B = blur(A), C = crystallize(A) (Voronoi cell means), D = blur(C), composited over A
-   in the order B, C, D, C, B with their alpha scales;
+3. stamps in two brush sizes, ``min(100, max(1, int((chord + |control offset|) / spacing)))`` per
+   stroke and size (spacing ``max(1, int(0.05 x width))``) at distinct curve samples, jittered in
+   width, rotation, opacity and flow, composited 'over' (order-free, in log space) into layer A;
+4. effects: B = blur(A), C = crystallize(A) (Voronoi cell means), D = blur(C), all from the
+   unscaled A; then A's alpha x 0.4, C and D x 0.5, and B, C, D, C, B composited over A. As in the
+   published code, colour and alpha are filtered channel by channel: B, C and D fade to black
+   where A has no paint, so their faint edges brighten the image less than their alpha says;
 5. anatomy: alpha x soft lung mask (dilated, blurred) x rib factor (0.5 I + 0.5), x1.5, clipped;
 6. blend over the image, then the pixel-wise maximum with the image (opacities only brighten);
 7. mask = alpha > 80/255.
 
-Every length is given at the 256 px reference size and scaled by ``sqrt(H * W) / 256``.
-Improvements over the published code: ~35x faster (no per-stamp resampling, no Python loop over
-Voronoi cells), never loops forever (no lung gives no anomaly, reported in the info), sizes scale
-with the image, and an empty mask is redrawn a bounded number of times.
+The published code keeps alphas in 8 bits and truncates after every scaling; that loss is
+reproduced on average (a tone curve on the brush for the per-stamp opacity, half a level per later
+scaling). ``benchmarks/bench_synthesis.py`` runs the published code side by side on the same
+images and lung maps and compares the anomaly statistics and speed.
 
-Approximations made for speed (none visible after the blur/crystallize layers): stamp widths and
-angles are quantised to 8 x 36 pre-rendered stamps; a stamp covers texel ``t`` with alpha
-``1 - (1 - a)^t`` instead of ``a * t`` (equal at t = 0 and 1); the 0.95 layer alpha is applied to
-all strokes together (exact where strokes do not overlap); Voronoi cells are labelled on a 2x
-coarser grid; large blurs run at reduced resolution; above ``max_paint_size`` px stamps are painted
-on a coarser grid. ``benchmarks/bench_synthesis.py`` times it against a literal implementation.
+Every length is given at the 256 px reference size and scaled by ``sqrt(H * W) / 256``.
+Deliberate differences from the published code: sizes scale with the image, no lung gives no
+anomaly (reported in the info) instead of an endless loop, an empty mask is redrawn a bounded
+number of times, and it is ~50x faster (no per-stamp resampling, no Python loop over Voronoi cells).
+
+Approximations made for speed: stamp widths and angles are quantised to 8 x 36 pre-rendered stamps;
+the 0.95 stroke alpha is applied to all strokes together (exact where strokes do not overlap);
+Voronoi cells are labelled on a 2x coarser grid; large blurs run at reduced resolution; above
+``max_paint_size`` px stamps are painted on a coarser grid.
 """
 
 from __future__ import annotations
@@ -267,13 +273,30 @@ def _crystallize(
     owner[seeds] = np.arange(n_seeds)
     iy, ix = ndi.distance_transform_edt((owner < 0).reshape(hs, ws), return_distances=False, return_indices=True)
     cells_small = owner.reshape(hs, ws)[iy, ix]
-    cells = cells_small if factor == 1 else cells_small.repeat(factor, 0).repeat(factor, 1)[:h, :w]
-    cells = cells.ravel()
-    sizes = np.maximum(np.bincount(cells, minlength=n_seeds), 1)
+    cells = cells_small.ravel()
+
+    def block_sums(x: np.ndarray) -> np.ndarray:
+        # sums over the factor x factor blocks of the coarse grid: every pixel of a block is in its cell
+        if factor == 1:
+            return x.ravel()
+        padded = np.zeros((hs * factor, ws * factor), np.float32)
+        padded[:h, :w] = x
+        total = np.zeros((hs, ws), np.float32)
+        for i in range(factor):
+            for j in range(factor):
+                total += padded[i::factor, j::factor]
+        return total.ravel()
+
+    block_sizes = np.full((hs, ws), factor * factor, np.float32)
+    block_sizes[-1, :] = (h - (hs - 1) * factor) * factor  # the last row and column of blocks may be cut
+    block_sizes[:, -1] = (w - (ws - 1) * factor) * factor
+    block_sizes[-1, -1] = (h - (hs - 1) * factor) * (w - (ws - 1) * factor)
+    sizes = np.maximum(np.bincount(cells, weights=block_sizes.ravel(), minlength=n_seeds), 1)
     out = []
     for a in layers:
-        means = (np.bincount(cells, weights=a.ravel(), minlength=n_seeds) / sizes).astype(np.float32)
-        out.append((means[cells].reshape(h, w), means[cells_small]))
+        means = (np.bincount(cells, weights=block_sums(a), minlength=n_seeds) / sizes).astype(np.float32)
+        small = means[cells_small]
+        out.append((small if factor == 1 else small.repeat(factor, 0).repeat(factor, 1)[:h, :w], small))
     return out
 
 
