@@ -208,63 +208,66 @@ def _smooth(x: np.ndarray, sigma: float, reach: int | None = None) -> np.ndarray
     sigma and bilinearly upsampled: a few tenths of a millisecond instead of a few milliseconds.
 
     Args:
-        x: (H, W) float32 image.
+        x: (..., H, W) float32 image(s); leading axes are separate images.
         sigma: Gaussian standard deviation in pixels.
         reach: if given, the kernel is truncated so that no value spreads farther than this many
             pixels (chessboard distance), including the block averaging and upsampling; else 3 sigma.
     """
     if sigma < 0.3:
         return x
+    lead = (0.0,) * (x.ndim - 2)
     f = max(1, int(sigma // 2.5))
     if f == 1:
         radius = int(3 * sigma + 0.5) if reach is None else reach
-        return ndi.gaussian_filter(x, sigma, truncate=(radius + 0.25) / sigma, mode="constant")
-    h, w = x.shape
+        return ndi.gaussian_filter(x, lead + (sigma, sigma), truncate=(radius + 0.25) / sigma, mode="constant")
+    h, w = x.shape[-2:]
     hp, wp = -(-h // f) * f, -(-w // f) * f
     if (hp, wp) != (h, w):
-        x = np.pad(x, ((0, hp - h), (0, wp - w)))
-    small = np.zeros((hp // f, wp // f), np.float32)
+        x = np.pad(x, ((0, 0),) * (x.ndim - 2) + ((0, hp - h), (0, wp - w)))
+    small = np.zeros(x.shape[:-2] + (hp // f, wp // f), np.float32)
     for i in range(f):
         for j in range(f):
-            small += x[i::f, j::f]
+            small += x[..., i::f, j::f]
     small *= np.float32(1.0 / (f * f))
     rest = np.sqrt(max(sigma**2 - (f * f - 1) / 12.0, 0.25)) / f
     # a low-res value reaches r * f + 1.5 f full-res pixels after block averaging and upsampling
     radius = int(3 * rest + 0.5) if reach is None else max(0, int((reach - 1.5 * f) // f))
-    small = ndi.gaussian_filter(small, rest, truncate=(radius + 0.25) / rest, mode="constant")
+    small = ndi.gaussian_filter(small, lead + (rest, rest), truncate=(radius + 0.25) / rest, mode="constant")
     return _upsample(small, f, (h, w))
 
 
 def _upsample(small: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling by an integer factor (pixel centres aligned, edges clamped), cropped to ``shape``."""
+    """Bilinear upsampling of the last two axes by an integer factor (pixel centres aligned, edges clamped),
+    cropped to ``shape``."""
     # output pixel f*i + j lies at low-res coordinate i + (j + 0.5) / f - 0.5: a fixed blend of two neighbours
-    pad = np.pad(small, 1, mode="edge")
-    n0, n1 = small.shape
-    tmp = np.empty((n0 * f, n1 + 2), np.float32)
+    pad = np.pad(small, ((0, 0),) * (small.ndim - 2) + ((1, 1), (1, 1)), mode="edge")
+    n0, n1 = small.shape[-2:]
+    tmp = np.empty(small.shape[:-2] + (n0 * f, n1 + 2), np.float32)
     for j in range(f):
         d = (j + 0.5) / f - 0.5
         lo = int(np.floor(d))
         t = np.float32(d - lo)
-        tmp[j::f] = pad[1 + lo : 1 + lo + n0] * (1 - t) + pad[2 + lo : 2 + lo + n0] * t
-    out = np.empty((n0 * f, n1 * f), np.float32)
+        tmp[..., j::f, :] = pad[..., 1 + lo : 1 + lo + n0, :] * (1 - t) + pad[..., 2 + lo : 2 + lo + n0, :] * t
+    out = np.empty(small.shape[:-2] + (n0 * f, n1 * f), np.float32)
     for j in range(f):
         d = (j + 0.5) / f - 0.5
         lo = int(np.floor(d))
         t = np.float32(d - lo)
-        out[:, j::f] = tmp[:, 1 + lo : 1 + lo + n1] * (1 - t) + tmp[:, 2 + lo : 2 + lo + n1] * t
-    return out[: shape[0], : shape[1]]
+        out[..., j::f] = tmp[..., 1 + lo : 1 + lo + n1] * (1 - t) + tmp[..., 2 + lo : 2 + lo + n1] * t
+    return out[..., : shape[0], : shape[1]]
 
 
 def _crystallize(
     layers: Sequence[np.ndarray], n_seeds: int, factor: int, rng: np.random.RandomState
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> list[np.ndarray]:
     """Voronoi 'crystallize': every pixel takes the mean of each layer over its cell (the same cells for all).
 
     Cells of ``n_seeds`` random seeds are found on a grid ``factor`` times coarser (nearest seed by
     a Euclidean feature transform, no loop over cells); the means are exact full-resolution means.
 
     Returns:
-        per layer, (crystallized (H, W), the same on the coarse grid) as float32.
+        per layer, the crystallized layer on the coarse grid (block (i, j) covers full-resolution
+        pixels ``[i * factor, (i + 1) * factor) x [j * factor, (j + 1) * factor)``), float32.
     """
     h, w = layers[0].shape
     hs, ws = -(-h // factor), -(-w // factor)
@@ -292,12 +295,7 @@ def _crystallize(
     block_sizes[:, -1] = (w - (ws - 1) * factor) * factor
     block_sizes[-1, -1] = (h - (hs - 1) * factor) * (w - (ws - 1) * factor)
     sizes = np.maximum(np.bincount(cells, weights=block_sizes.ravel(), minlength=n_seeds), 1)
-    out = []
-    for a in layers:
-        means = (np.bincount(cells, weights=block_sums(a), minlength=n_seeds) / sizes).astype(np.float32)
-        small = means[cells_small]
-        out.append((small if factor == 1 else small.repeat(factor, 0).repeat(factor, 1)[:h, :w], small))
-    return out
+    return [(np.bincount(cells, weights=block_sums(a), minlength=n_seeds) / sizes).astype(np.float32)[cells_small] for a in layers]
 
 
 def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
@@ -468,35 +466,45 @@ def _effects(
     composite colour over the brush colour ('over' composited in premultiplied form).
     """
     order = params.composite_order
+    one = np.float32(1.0)
     support = (a >= params.support_level).astype(np.float32)
-    layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (alpha, colour fraction x alpha)
+    layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (1 - alpha, colour fraction x alpha)
     if "B" in order:
-        sigma = params.blur_radius * s
-        alpha = _smooth(a, sigma) * np.float32(params.blur_alpha)
-        layers["B"] = (alpha, _smooth(support, sigma) * alpha)
+        blurred, blurred_support = _smooth(np.stack([a, support]), params.blur_radius * s)
+        alpha = blurred * np.float32(params.blur_alpha)
+        layers["B"] = (one - alpha, blurred_support * alpha)
     if "C" in order or "D" in order:
         # Voronoi cells are ~11 px wide at 256 px: labelling them on a 2x coarser grid is invisible after D's blur
         factor = max(1, int(round(2 * s)))
-        (c, c_small), (cf, cf_small) = _crystallize((a, support), n_seeds, factor, rng)
-        c, c_small = _truncated(c, params), _truncated(c_small, params)  # the cell means are stored in 8 bits
-        alpha = _truncated(c * np.float32(params.crystal_alpha), params)
-        layers["C"] = (alpha, cf * alpha)
+        c_small, cf_small = _crystallize((a, support), n_seeds, factor, rng)
+        c_small = _truncated(c_small, params)  # the cell means are stored in 8 bits
+        # C is constant on the coarse grid's blocks: scale it there, then repeat to full resolution
+        alpha = _truncated(c_small * np.float32(params.crystal_alpha), params)
+        layers["C"] = tuple(_repeat(x, factor, a.shape) for x in (one - alpha, cf_small * alpha))
         sigma = params.crystal_blur_radius * s / factor
-        d = []
-        for small in (c_small, cf_small):
-            small = ndi.gaussian_filter(small, sigma, truncate=3.0, mode="nearest") if sigma > 0.3 else small
-            d.append(_upsample(small, factor, a.shape) if factor > 1 else small)
+        d = np.stack([c_small, cf_small])
+        d = ndi.gaussian_filter(d, (0.0, sigma, sigma), truncate=3.0, mode="nearest") if sigma > 0.3 else d
+        d = _upsample(d, factor, a.shape) if factor > 1 else d
         alpha = _truncated(d[0] * np.float32(params.crystal_blur_alpha), params)
-        layers["D"] = (alpha, d[1] * alpha)
+        layers["D"] = (one - alpha, d[1] * alpha)
     # the published code scales A's alpha only now, after B, C and D were made from the unscaled A
     a_scaled = _truncated(a * np.float32(params.stroke_alpha), params)
-    uncovered, colour = 1.0 - a_scaled, a_scaled * support
+    uncovered, colour = one - a_scaled, a_scaled * support
     for name in order:
-        alpha, premultiplied = layers[name]
-        colour = premultiplied + colour * (1.0 - alpha)
-        uncovered *= 1.0 - alpha
-    total = 1.0 - uncovered
-    return total, np.minimum(colour / np.maximum(total, np.float32(1e-6)), np.float32(1.0))
+        rest, premultiplied = layers[name]
+        colour *= rest
+        colour += premultiplied
+        uncovered *= rest
+    total = one - uncovered
+    colour /= np.maximum(total, np.float32(1e-6))
+    return total, np.minimum(colour, one, out=colour)
+
+
+def _repeat(small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling by an integer factor, cropped to ``shape``."""
+    if factor == 1:
+        return small
+    return small.repeat(factor, 0).repeat(factor, 1)[: shape[0], : shape[1]]
 
 
 def synthesize_texture_anomaly(
