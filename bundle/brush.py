@@ -192,10 +192,11 @@ class StampBank:
         left = np.asarray(cols, np.int64) + self.pad - self.centres[variant, 1]
         bottom, right = top + self.shapes[variant, 0], left + self.shapes[variant, 1]
         weight = -np.log1p(-np.asarray(opacity, np.float64))
-        patches = self.patches
+        patches, multiply, add = self.patches, np.multiply, np.add
         boxes = zip(variant.tolist(), top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), weight.tolist())
         for v, y, y2, x, x2, wt in boxes:
-            canvas[y:y2, x:x2] += patches[v] * wt
+            view = canvas[y:y2, x:x2]
+            add(view, multiply(patches[v], wt), out=view)  # no write-back of the view, unlike `canvas[...] +=`
         inner = canvas[self.pad : self.pad + h, self.pad : self.pad + w]
         return -np.expm1(-inner)
 
