@@ -169,11 +169,11 @@ class SyntheticAnomalyJob:
         self.montage_size = int(montage_size)
         self.progress = as_bool(progress)
         self.synthesis = dict(synthesis or {})
-        if brush not in (None, "", "None"):
+        if brush is not None and str(brush).strip().lower() not in ("", "none", "null"):
             if self.synthesis.get("brush") not in (None, str(brush)):
                 raise ValueError(f"synthesize: brush {brush!r} and synthesis['brush'] {self.synthesis['brush']!r} disagree; give one")
             if not Path(brush).is_file():
-                raise FileNotFoundError(f"synthesize: brush texture {brush} not found")
+                raise FileNotFoundError(f"synthesize: --brush {brush}: no such file (a grayscale image; null for the procedural brush)")
             self.synthesis["brush"] = str(Path(brush).absolute())
         from bundle.synthesis import RandTextureAnomaly
 
