@@ -12,6 +12,7 @@ pass, so there is always exactly one forward and one backward per iteration (whi
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ from monai.engines.utils import IterationEvents
 from bundle.network import BottleneckHook
 
 __all__ = ["prepare_artasyn_batch", "pair_with_targets", "ARTASynIteration"]
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_artasyn_batch(
@@ -95,6 +98,8 @@ class ARTASynIteration:
     Uses the trainer's ``network``, ``optimizer``, ``loss_function``, ``prepare_batch`` (expected:
     :func:`prepare_artasyn_batch`), ``inferer`` and AMP settings. The bottleneck hook is registered on the first
     call (on the module inside DDP when wrapped). Fires MONAI's ``IterationEvents`` like the default iteration.
+    Mixed precision runs when the trainer has ``amp`` and the batch is on a CUDA device (autocast and the grad
+    scaler do nothing elsewhere); the first iteration logs whether it is on.
 
     Returns (stored in ``engine.state.output``; the trainer must use ``decollate=False``):
         dict with ``image`` (input), ``target``, ``anomaly_mask``, ``pred`` (reconstruction, detached),
@@ -103,6 +108,7 @@ class ARTASynIteration:
 
     def __init__(self) -> None:
         self._hook: BottleneckHook | None = None
+        self._amp_logged = False
 
     def __call__(self, engine: Engine, batchdata: Mapping[str, Any]) -> dict[str, Any]:
         if batchdata is None:
@@ -121,7 +127,13 @@ class ARTASynIteration:
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        use_amp = bool(engine.amp and engine.scaler is not None)
+        use_amp = bool(engine.amp and engine.scaler is not None and image.is_cuda)
+        if not self._amp_logged:
+            self._amp_logged = True
+            if engine.amp and not use_amp:
+                logger.info("mixed precision: requested (amp true) but the batch is on %s: off.", image.device)
+            else:
+                logger.info("mixed precision: %s.", "on" if use_amp else "off")
         with torch.autocast("cuda", **engine.amp_kwargs) if use_amp else contextlib.nullcontext():
             out = engine.inferer(inputs, engine.network)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)

@@ -1,26 +1,38 @@
-"""Ignite handlers for the training workflow: EMA of weights, resumable checkpoints, TensorBoard image grids.
+"""Ignite handlers for the training workflow: EMA of weights, resumable checkpoints, the saved models, TensorBoard
+image grids.
 
 The trainer engine itself is part of a checkpoint (iteration and epoch counters). Config items cannot refer to
 the trainer from inside its own handler list, so the checkpoint handlers here add the engine they are attached
-to by themselves.
+to by themselves. Boolean arguments go through :func:`bundle.options.as_bool` (``"false"`` is false).
+
+Saved models (:class:`ModelSaver`): ``models/model.pt`` holds the final weights by default (as published), or the
+best-by-validation weights with ``select_best``; ``models/model_best.pt`` always holds the best-by-validation
+weights. Both are plain state dicts of ``network_def``. The best-metric record lives in the training checkpoint,
+so a resumed run replaces ``model_best.pt`` only with a better model.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from ignite.handlers import Checkpoint
+from monai.handlers import CheckpointSaver
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from bundle.io import atomic_write
 from bundle.network import unwrap
+from bundle.options import as_bool, is_null
 
 __all__ = [
     "WeightEMA",
@@ -28,6 +40,9 @@ __all__ = [
     "latest_checkpoint",
     "ResumeFromCheckpoint",
     "TrainingCheckpointSaver",
+    "ModelSaver",
+    "SaveFinalModel",
+    "SaveBestModel",
     "TensorBoardImageGrid",
     "ProgressBarHandler",
     "loss_terms",
@@ -53,14 +68,14 @@ class WeightEMA:
     Args:
         network: the trained network (optionally DDP-wrapped).
         decay: EMA decay per iteration.
-        enabled: switch.
+        enabled: switch (a boolean option, read with :func:`bundle.options.as_bool`).
     """
 
-    def __init__(self, network: nn.Module, decay: float = 0.9999, enabled: bool = False) -> None:
+    def __init__(self, network: nn.Module, decay: float = 0.9999, enabled: bool | str = False) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}.")
         self.source = unwrap(network)
-        self.enabled = bool(enabled)
+        self.enabled = as_bool(enabled, "use_ema")
         self.averaged = (
             AveragedModel(self.source, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
             if self.enabled
@@ -115,30 +130,36 @@ def latest_checkpoint(directory: str | os.PathLike) -> str | None:
 
 
 class ResumeFromCheckpoint:
-    """Restore network, optimizer, EMA and trainer counters from a checkpoint when the run starts.
+    """Restore network, optimizer, EMA, the best-model record and trainer counters when the run starts.
 
     Args:
-        load_dict: objects to restore by name (e.g. ``{"model": net, "optimizer": opt, "ema": ema}``); the trainer
-            this handler is attached to is added as ``"trainer"``.
+        load_dict: objects to restore by name (e.g. ``{"model": net, "optimizer": opt, "ema": ema,
+            "model_saver": saver}``); the trainer this handler is attached to is added as ``"trainer"``.
         ckpt_dir: folder of the training checkpoints (searched with :func:`latest_checkpoint`).
-        resume: restore the latest checkpoint in ``ckpt_dir`` (a warning, and a fresh start, when there is none).
-        ckpt_path: restore this file instead (an error when missing). Wins over ``resume``.
+        resume: restore the latest checkpoint in ``ckpt_dir`` (a warning, and a fresh start, when there is none);
+            a boolean option (``true``/``false``, ``yes``/``no``, ``1``/``0``).
+        ckpt_path: restore this file instead (an error when missing; ``None``/``"null"``: not set). Wins over
+            ``resume``.
         map_location: ``torch.load`` map location (e.g. the training device).
+        optional: names in ``load_dict`` that a checkpoint may lack (written before they existed): a warning,
+            and that object starts afresh. Any other missing name is an error.
     """
 
     def __init__(
         self,
         load_dict: Mapping[str, Any],
         ckpt_dir: str | os.PathLike,
-        resume: bool = False,
+        resume: bool | str = False,
         ckpt_path: str | os.PathLike | None = None,
         map_location: Any = None,
+        optional: Sequence[str] = ("ema", "model_saver"),
     ) -> None:
         self.load_dict = dict(load_dict)
         self.ckpt_dir = str(ckpt_dir)
-        self.resume = bool(resume)
-        self.ckpt_path = str(ckpt_path) if ckpt_path else None
+        self.resume = as_bool(resume, "resume")
+        self.ckpt_path = None if is_null(ckpt_path) or not str(ckpt_path).strip() else str(ckpt_path)
         self.map_location = map_location
+        self.optional = tuple(optional)
         if self.ckpt_path and not Path(self.ckpt_path).is_file():
             raise FileNotFoundError(f"checkpoint to resume from not found: {self.ckpt_path}")
 
@@ -150,14 +171,26 @@ class ResumeFromCheckpoint:
                 logger.warning("resume requested but no checkpoint found in %s: training from scratch.", self.ckpt_dir)
         if path is None:
             return
-        loader = CheckpointLoader(
-            load_path=path, load_dict={**self.load_dict, "trainer": engine}, map_location=self.map_location
-        )
-        loader.attach(engine)
-        engine.add_event_handler(Events.STARTED, self._report, path)
+        engine.add_event_handler(Events.STARTED, self.load, path)
 
-    @staticmethod
-    def _report(engine: Engine, path: str) -> None:
+    def load(self, engine: Engine, path: str) -> None:
+        """Load ``path`` into the objects and ``engine`` (keeps the engine's ``max_epochs``, as MONAI's loader)."""
+        checkpoint = torch.load(path, map_location=self.map_location, weights_only=True)
+        objects = {**self.load_dict, "trainer": engine}
+        missing = [k for k in objects if k not in checkpoint]
+        required = [k for k in missing if k not in self.optional]
+        if required:
+            raise KeyError(f"{path}: not a training checkpoint of this bundle: no {required} (holds {sorted(checkpoint)}).")
+        for name in missing:
+            logger.warning("%s holds no %r (saved by an older version): it starts afresh.", path, name)
+        prior_max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k in checkpoint}, checkpoint=checkpoint)
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise ValueError(
+                f"{path} is at epoch {engine.state.epoch}, beyond max_epochs {prior_max_epochs}: raise "
+                "--train#trainer#max_epochs to train further."
+            )
+        engine.state.max_epochs = prior_max_epochs
         logger.info("resumed from %s at epoch %d, iteration %d.", path, engine.state.epoch, engine.state.iteration)
 
 
@@ -192,6 +225,177 @@ class TrainingCheckpointSaver:
             epoch_level=False,
             n_saved=self.n_saved,
         ).attach(engine)
+
+
+class ModelSaver:
+    """Write the deployable weights: ``model.pt`` (final or best) and ``model_best.pt`` (best validation).
+
+    - ``<save_dir>/model_best.pt``: the weights of the best validation key metric so far (replaced when a
+      validation is better, or equal with ``greater_or_equal``), with ``model_best.json`` (metric name, value,
+      epoch, iteration, run id) beside it.
+    - ``<save_dir>/model.pt``: by default the final weights, written when training completes (the published
+      code used its last weights); with ``select_best`` the best weights, written together with
+      ``model_best.pt`` and again at the end (the final weights when no validation ever ran, with a warning).
+
+    Both files are plain state dicts of ``network`` (what TorchScript export and MONAI Label load). The record
+    (best value, epoch, iteration, run id) is this object's ``state_dict``: put the saver in the training
+    checkpoint's ``save_dict``/``load_dict`` and a resumed run replaces ``model_best.pt`` only with a better model.
+    A validation that happened after the checkpoint a run resumes from is not lost either: on resume,
+    ``model_best.json`` of the same run, when it records a better value, raises the record to it.
+
+    Attach it to the trainer with :class:`SaveFinalModel` and to the validation evaluator with
+    :class:`SaveBestModel` (config handler lists take only dicts with a ``_target_``).
+
+    Args:
+        network: the weights to save (e.g. ``WeightEMA.network``: the EMA copy or the trained network).
+        save_dir: output folder (``models/``).
+        select_best: ``model.pt`` = the best validation weights instead of the final ones (boolean option).
+        greater_or_equal: a validation equal to the record replaces it (later weights win ties).
+        filename, best_filename: the two file names.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        save_dir: str | os.PathLike,
+        select_best: bool | str = False,
+        greater_or_equal: bool | str = True,
+        filename: str = "model.pt",
+        best_filename: str = "model_best.pt",
+    ) -> None:
+        self.network = unwrap(network)
+        self.save_dir = Path(save_dir)
+        self.select_best = as_bool(select_best, "select_best_model")
+        self.greater_or_equal = as_bool(greater_or_equal, "greater_or_equal")
+        self.model_path = self.save_dir / filename
+        self.best_path = self.save_dir / best_filename
+        self.record_path = self.best_path.with_suffix(".json")
+        self.run_id = uuid.uuid4().hex
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.best_iteration: int | None = None
+        self.key_metric: str | None = None
+        self.trainer: Engine | None = None
+
+    # ------------------------------------------------------------------ record (part of the training checkpoint)
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "key_metric": self.key_metric,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "best_iteration": self.best_iteration,
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.run_id = str(state_dict.get("run_id") or self.run_id)
+        self.key_metric = state_dict.get("key_metric")
+        self.best_metric = state_dict.get("best_metric")
+        self.best_epoch = state_dict.get("best_epoch")
+        self.best_iteration = state_dict.get("best_iteration")
+        self._adopt_newer_record()
+        if self.best_metric is None:
+            logger.info("resumed: no best %s recorded yet.", self.key_metric or "validation metric")
+        else:
+            logger.info(
+                "resumed: best %s %.6g (epoch %s, iteration %s); %s is replaced only by a better model.",
+                self.key_metric, self.best_metric, self.best_epoch, self.best_iteration, self.best_path.name,
+            )
+
+    def _adopt_newer_record(self) -> None:
+        """Take ``model_best.json``'s value when it is this run's and better (a validation after the checkpoint)."""
+        if not (self.record_path.is_file() and self.best_path.is_file()):
+            return
+        try:
+            record = json.loads(self.record_path.read_text())
+            value = float(record["value"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            logger.warning("%s unreadable (%s): ignored.", self.record_path, err)
+            return
+        if record.get("run_id") != self.run_id or not self._better(value, strict=True):
+            return
+        logger.info("%s records a better %s (%.6g) than the checkpoint: kept as the record.", self.record_path,
+                    record.get("key_metric"), value)
+        self.key_metric = record.get("key_metric", self.key_metric)
+        self.best_metric, self.best_epoch, self.best_iteration = value, record.get("epoch"), record.get("iteration")
+
+    def _better(self, value: float, strict: bool = False) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best_metric is None:
+            return True
+        return value > self.best_metric or (not strict and self.greater_or_equal and value == self.best_metric)
+
+    # ------------------------------------------------------------------ events
+    def save_final(self, engine: Engine) -> None:
+        """Trainer COMPLETED: ``model.pt`` = final weights (default) or the best ones (``select_best``)."""
+        if not self.select_best:
+            self._write(self.model_path)
+            logger.info("final weights (iteration %d) saved as %s.", engine.state.iteration, self.model_path)
+        elif self.best_path.is_file() and self.best_metric is not None:
+            with atomic_write(self.model_path) as tmp:
+                tmp.write_bytes(self.best_path.read_bytes())
+            logger.info("%s = best validation weights (%s %.6g, iteration %s).", self.model_path, self.key_metric,
+                        self.best_metric, self.best_iteration)
+        else:
+            self._write(self.model_path)
+            logger.warning("select_best_model: no validation result to select from; %s holds the final weights.",
+                           self.model_path)
+
+    def save_best(self, evaluator: Engine) -> None:
+        """Validation EPOCH_COMPLETED: replace ``model_best.pt`` (and ``model.pt`` with ``select_best``) if better."""
+        name = getattr(evaluator.state, "key_metric_name", None)
+        value = evaluator.state.metrics.get(name) if name else None
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            logger.warning("validation gave no usable key metric (%s = %r): %s not updated.", name, value,
+                           self.best_path.name)
+            return
+        # the trainer's counters (MONAI's ValidationHandler also gives the evaluator the trainer's epoch)
+        iteration = self.trainer.state.iteration if self.trainer is not None else None
+        epoch = self.trainer.state.epoch if self.trainer is not None else evaluator.state.epoch
+        if not self._better(value):
+            logger.info("%s %.6g does not beat the best %.6g (iteration %s): %s kept.", name, value,
+                        self.best_metric, self.best_iteration, self.best_path.name)
+            return
+        self.key_metric, self.best_metric = name, value
+        self.best_epoch, self.best_iteration = int(epoch), iteration
+        self._write(self.best_path)
+        record = {"key_metric": name, "value": value, "epoch": self.best_epoch, "iteration": iteration,
+                  "run_id": self.run_id}
+        with atomic_write(self.record_path) as tmp:
+            tmp.write_text(json.dumps(record, indent=2))
+        if self.select_best:
+            self._write(self.model_path)
+        logger.info("best %s %.6g at iteration %s: saved %s%s.", name, value, iteration, self.best_path.name,
+                    f" and {self.model_path.name}" if self.select_best else "")
+
+    def _write(self, path: Path) -> None:
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        with atomic_write(path) as tmp:
+            torch.save(state, tmp)
+
+
+class SaveFinalModel:
+    """Trainer handler-list entry: attaches :meth:`ModelSaver.save_final` (at COMPLETED) to the trainer."""
+
+    def __init__(self, saver: ModelSaver) -> None:
+        self.saver = saver
+
+    def attach(self, engine: Engine) -> None:
+        self.saver.trainer = engine
+        engine.add_event_handler(Events.COMPLETED, self.saver.save_final)
+
+
+class SaveBestModel:
+    """Validation handler-list entry: attaches :meth:`ModelSaver.save_best` (every validation) to the evaluator."""
+
+    def __init__(self, saver: ModelSaver) -> None:
+        self.saver = saver
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.saver.save_best)
 
 
 class TensorBoardImageGrid:

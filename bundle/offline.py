@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from bundle.options import as_bool  # re-exported for the offline jobs: the bundle's one boolean reader
+
 __all__ = [
     "WorkItem",
     "rank_and_world",
@@ -63,18 +65,6 @@ class WorkItem:
     source: str
     outputs: tuple[str, ...]
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-def as_bool(value: Any) -> bool:
-    """Command-line friendly bool: ``True``/``"true"``/``"1"``/``"yes"`` -> True (``--include_test true``)."""
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("1", "true", "yes", "y", "on"):
-            return True
-        if v in ("", "0", "false", "no", "n", "off", "none"):
-            return False
-        raise ValueError(f"expected a boolean (true/false), got {value!r}")
-    return bool(value)
 
 
 def rank_and_world() -> tuple[int, int]:

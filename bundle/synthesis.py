@@ -2,36 +2,45 @@
 
 The published pipeline (ALGORITHM.md section 2), vectorised and size-independent:
 
-1. brush: a streaky grey texture (procedural by default, see :mod:`bundle.brush`) painted in the
-   colour of the image's 85th intensity percentile;
+1. brush: a cloudy streak texture (procedural by default, see :mod:`bundle.brush`, or any grayscale
+   image file) painted in the colour of the image's 85th intensity percentile;
 2. strokes: per lung a stroke count from {0, 1, 2, 3, 4, 10, ..., 14} (P(0) = 0.2, never zero in
    every lung), each a quadratic Bezier curve between two random lung points with a jittered
    control point;
-3. stamps along each curve in two brush sizes, jittered in width, rotation, opacity and flow,
-   composited 'over' (exactly, order-free, in log space) into the anomaly layer A;
-4. effects: B = blur(A), C = crystallize(A) (Voronoi cell means), D = blur(C), composited over A
-   in the order B, C, D, C, B with their alpha scales;
+3. stamps in two brush sizes, ``min(100, max(1, int((chord + |control offset|) / spacing)))`` per
+   stroke and size (spacing ``max(1, int(0.05 x width))``) at distinct curve samples, jittered in
+   width, rotation, opacity and flow, composited 'over' (order-free, in log space) into layer A;
+4. effects: B = blur(A), C = crystallize(A) (Voronoi cell means), D = blur(C), all from the
+   unscaled A; then A's alpha x 0.4, C and D x 0.5, and B, C, D, C, B composited over A. As in the
+   published code, colour and alpha are filtered channel by channel: B, C and D fade to black
+   where A has no paint, so their faint edges brighten the image less than their alpha says;
 5. anatomy: alpha x soft lung mask (dilated, blurred) x rib factor (0.5 I + 0.5), x1.5, clipped;
 6. blend over the image, then the pixel-wise maximum with the image (opacities only brighten);
 7. mask = alpha > 80/255.
 
-Every length is given at the 256 px reference size and scaled by ``sqrt(H * W) / 256``.
-Improvements over the published code: ~35x faster (no per-stamp resampling, no Python loop over
-Voronoi cells), never loops forever (no lung gives no anomaly, reported in the info), sizes scale
-with the image, and an empty mask is redrawn a bounded number of times.
+The published code keeps alphas in 8 bits and truncates after every scaling; that loss is
+reproduced on average (a tone curve on the brush for the per-stamp opacity, half a level per later
+scaling). ``benchmarks/bench_synthesis.py`` runs the published code side by side on the same
+images and lung maps and compares the anomaly statistics and speed.
 
-Approximations made for speed (none visible after the blur/crystallize layers): stamp widths and
-angles are quantised to 8 x 36 pre-rendered stamps; a stamp covers texel ``t`` with alpha
-``1 - (1 - a)^t`` instead of ``a * t`` (equal at t = 0 and 1); the 0.95 layer alpha is applied to
-all strokes together (exact where strokes do not overlap); Voronoi cells are labelled on a 2x
-coarser grid; large blurs run at reduced resolution; above ``max_paint_size`` px stamps are painted
-on a coarser grid. ``benchmarks/bench_synthesis.py`` times it against a literal implementation.
+Every length is given at the 256 px reference size and scaled by ``sqrt(H * W) / 256``.
+Deliberate differences from the published code: sizes scale with the image, no lung gives no
+anomaly (reported in the info) instead of an endless loop, an empty mask is redrawn a bounded
+number of times, and it is ~50x faster (no per-stamp resampling, no Python loop over Voronoi cells).
+
+Approximations made for speed: stamp widths and angles are quantised to 8 x 36 pre-rendered stamps;
+the 0.95 stroke alpha is applied to all strokes together (exact where strokes do not overlap);
+Voronoi cells are labelled on a 2x coarser grid; large blurs run at reduced resolution; above
+``max_paint_size`` px stamps are painted on a coarser grid.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -41,7 +50,7 @@ from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import convert_data_type, convert_to_dst_type
 from scipy import ndimage as ndi
 
-from bundle.brush import BRUSH_SHAPE, load_brush, procedural_brush, stamp_bank
+from bundle.brush import BRUSH_SHAPE, load_brush, procedural_brush, quantization_tone, stamp_bank
 
 __all__ = [
     "TextureAnomalyParams",
@@ -50,6 +59,9 @@ __all__ = [
     "lung_margin",
     "RandTextureAnomaly",
     "RandTextureAnomalyd",
+    "anomaly_statistics",
+    "stamp_counts",
+    "summarize_statistics",
 ]
 
 
@@ -67,13 +79,27 @@ class TextureAnomalyParams:
         control_offset: Bezier control point = chord midpoint + uniform offset in +-this, per axis.
         curve_samples: points sampled along each curve (stamps sit at random samples).
         brush_widths: base stamp widths, one layer per width and stroke.
-        stamp_spacing: stamp spacing as a fraction of the brush width (stamps = curve length / spacing).
+        stamp_spacing: stamp spacing as a fraction of the brush width: spacing = max(1, int(fraction x
+            width)) px; stamps per stroke and width = min(curve_samples, max(1, int((chord + |control
+            offset|) / spacing))), at distinct curve samples (drawn without replacement).
         min_width_fraction: per-stamp width drawn uniformly in [fraction * width, width).
         opacity_range, flow_range: per-stamp alpha = uniform(opacity_range) * uniform(flow_range).
+        alpha_levels: the published code keeps every alpha in 8 bits and truncates it after each
+            scaling (stamp opacity, layer alphas, crystallize means, lung/rib weighting, gain). This
+            is reproduced on average: the brush gets the tone curve of the truncated stamp opacity
+            (:func:`bundle.brush.quantization_tone`, which also makes the log-space stamping deposit
+            ``opacity x texel`` on average) and every later scaling loses half a level (0: exact
+            float alphas).
+        support_level: where the painted layer A reaches this alpha it has the brush colour, elsewhere
+            black; the blur and crystallize layers average that colour channel by channel as the
+            published code does, so their faint edges are darker than the brush (0: the brush colour
+            everywhere, i.e. premultiplied effects).
         layer_alpha: alpha scale of the painted stroke layer.
         blur_radius: Gaussian sigma of layer B = blur(A).
         crystal_seeds: number of Voronoi seeds of the crystallize effect (C).
         crystal_blur_radius: Gaussian sigma of layer D = blur(C).
+        stroke_alpha: alpha scale of A itself in the composite, applied after B, C and D were computed
+            from the unscaled A.
         blur_alpha, crystal_alpha, crystal_blur_alpha: alpha scales of layers B, C, D.
         composite_order: layers composited over A, in order (letters B, C, D).
         lung_dilation: side of the square dilating the lung mask.
@@ -97,11 +123,14 @@ class TextureAnomalyParams:
     min_width_fraction: float = 0.3
     opacity_range: tuple[float, float] = (0.07, 0.3)
     flow_range: tuple[float, float] = (0.67, 1.0)
+    alpha_levels: int = 255
+    support_level: float = 1.0 / 255
     layer_alpha: float = 0.95
     blur_radius: float = 8.0
     crystal_seeds: int = 500
     crystal_blur_radius: float = 3.0
-    blur_alpha: float = 0.4
+    stroke_alpha: float = 0.4
+    blur_alpha: float = 1.0
     crystal_alpha: float = 0.5
     crystal_blur_alpha: float = 0.5
     composite_order: str = "BCDCB"
@@ -179,87 +208,112 @@ def _smooth(x: np.ndarray, sigma: float, reach: int | None = None) -> np.ndarray
     sigma and bilinearly upsampled: a few tenths of a millisecond instead of a few milliseconds.
 
     Args:
-        x: (H, W) float32 image.
+        x: (..., H, W) float32 image(s); leading axes are separate images.
         sigma: Gaussian standard deviation in pixels.
         reach: if given, the kernel is truncated so that no value spreads farther than this many
             pixels (chessboard distance), including the block averaging and upsampling; else 3 sigma.
     """
     if sigma < 0.3:
         return x
+    lead = (0.0,) * (x.ndim - 2)
     f = max(1, int(sigma // 2.5))
     if f == 1:
         radius = int(3 * sigma + 0.5) if reach is None else reach
-        return ndi.gaussian_filter(x, sigma, truncate=(radius + 0.25) / sigma, mode="constant")
-    h, w = x.shape
+        return ndi.gaussian_filter(x, lead + (sigma, sigma), truncate=(radius + 0.25) / sigma, mode="constant")
+    h, w = x.shape[-2:]
     hp, wp = -(-h // f) * f, -(-w // f) * f
     if (hp, wp) != (h, w):
-        x = np.pad(x, ((0, hp - h), (0, wp - w)))
-    small = np.zeros((hp // f, wp // f), np.float32)
+        x = np.pad(x, ((0, 0),) * (x.ndim - 2) + ((0, hp - h), (0, wp - w)))
+    small = np.zeros(x.shape[:-2] + (hp // f, wp // f), np.float32)
     for i in range(f):
         for j in range(f):
-            small += x[i::f, j::f]
+            small += x[..., i::f, j::f]
     small *= np.float32(1.0 / (f * f))
     rest = np.sqrt(max(sigma**2 - (f * f - 1) / 12.0, 0.25)) / f
     # a low-res value reaches r * f + 1.5 f full-res pixels after block averaging and upsampling
     radius = int(3 * rest + 0.5) if reach is None else max(0, int((reach - 1.5 * f) // f))
-    small = ndi.gaussian_filter(small, rest, truncate=(radius + 0.25) / rest, mode="constant")
+    small = ndi.gaussian_filter(small, lead + (rest, rest), truncate=(radius + 0.25) / rest, mode="constant")
     return _upsample(small, f, (h, w))
 
 
 def _upsample(small: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling by an integer factor (pixel centres aligned, edges clamped), cropped to ``shape``."""
+    """Bilinear upsampling of the last two axes by an integer factor (pixel centres aligned, edges clamped),
+    cropped to ``shape``."""
     # output pixel f*i + j lies at low-res coordinate i + (j + 0.5) / f - 0.5: a fixed blend of two neighbours
-    pad = np.pad(small, 1, mode="edge")
-    n0, n1 = small.shape
-    tmp = np.empty((n0 * f, n1 + 2), np.float32)
+    pad = np.pad(small, ((0, 0),) * (small.ndim - 2) + ((1, 1), (1, 1)), mode="edge")
+    n0, n1 = small.shape[-2:]
+    tmp = np.empty(small.shape[:-2] + (n0 * f, n1 + 2), np.float32)
     for j in range(f):
         d = (j + 0.5) / f - 0.5
         lo = int(np.floor(d))
         t = np.float32(d - lo)
-        tmp[j::f] = pad[1 + lo : 1 + lo + n0] * (1 - t) + pad[2 + lo : 2 + lo + n0] * t
-    out = np.empty((n0 * f, n1 * f), np.float32)
+        tmp[..., j::f, :] = pad[..., 1 + lo : 1 + lo + n0, :] * (1 - t) + pad[..., 2 + lo : 2 + lo + n0, :] * t
+    out = np.empty(small.shape[:-2] + (n0 * f, n1 * f), np.float32)
     for j in range(f):
         d = (j + 0.5) / f - 0.5
         lo = int(np.floor(d))
         t = np.float32(d - lo)
-        out[:, j::f] = tmp[:, 1 + lo : 1 + lo + n1] * (1 - t) + tmp[:, 2 + lo : 2 + lo + n1] * t
-    return out[: shape[0], : shape[1]]
+        out[..., j::f] = tmp[..., 1 + lo : 1 + lo + n1] * (1 - t) + tmp[..., 2 + lo : 2 + lo + n1] * t
+    return out[..., : shape[0], : shape[1]]
 
 
-def _crystallize(a: np.ndarray, n_seeds: int, factor: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
-    """Voronoi 'crystallize': every pixel takes the mean of ``a`` over its cell.
+def _crystallize(
+    layers: Sequence[np.ndarray], n_seeds: int, factor: int, rng: np.random.RandomState
+) -> list[np.ndarray]:
+    """Voronoi 'crystallize': every pixel takes the mean of each layer over its cell (the same cells for all).
 
     Cells of ``n_seeds`` random seeds are found on a grid ``factor`` times coarser (nearest seed by
     a Euclidean feature transform, no loop over cells); the means are exact full-resolution means.
 
     Returns:
-        (crystallized (H, W), the same on the coarse grid) as float32.
+        per layer, the crystallized layer on the coarse grid (block (i, j) covers full-resolution
+        pixels ``[i * factor, (i + 1) * factor) x [j * factor, (j + 1) * factor)``), float32.
     """
-    h, w = a.shape
+    h, w = layers[0].shape
     hs, ws = -(-h // factor), -(-w // factor)
     seeds = rng.randint(0, hs * ws, size=n_seeds)
     owner = np.full(hs * ws, -1, np.int64)
     owner[seeds] = np.arange(n_seeds)
     iy, ix = ndi.distance_transform_edt((owner < 0).reshape(hs, ws), return_distances=False, return_indices=True)
     cells_small = owner.reshape(hs, ws)[iy, ix]
-    cells = cells_small if factor == 1 else cells_small.repeat(factor, 0).repeat(factor, 1)[:h, :w]
-    cells = cells.ravel()
-    means = (np.bincount(cells, weights=a.ravel(), minlength=n_seeds) / np.maximum(np.bincount(cells, minlength=n_seeds), 1)).astype(np.float32)
-    return means[cells].reshape(h, w), means[cells_small]
+    cells = cells_small.ravel()
+
+    def block_sums(x: np.ndarray) -> np.ndarray:
+        # sums over the factor x factor blocks of the coarse grid: every pixel of a block is in its cell
+        if factor == 1:
+            return x.ravel()
+        padded = np.zeros((hs * factor, ws * factor), np.float32)
+        padded[:h, :w] = x
+        total = np.zeros((hs, ws), np.float32)
+        for i in range(factor):
+            for j in range(factor):
+                total += padded[i::factor, j::factor]
+        return total.ravel()
+
+    block_sizes = np.full((hs, ws), factor * factor, np.float32)
+    block_sizes[-1, :] = (h - (hs - 1) * factor) * factor  # the last row and column of blocks may be cut
+    block_sizes[:, -1] = (w - (ws - 1) * factor) * factor
+    block_sizes[-1, -1] = (h - (hs - 1) * factor) * (w - (ws - 1) * factor)
+    sizes = np.maximum(np.bincount(cells, weights=block_sizes.ravel(), minlength=n_seeds), 1)
+    return [(np.bincount(cells, weights=block_sums(a), minlength=n_seeds) / sizes).astype(np.float32)[cells_small] for a in layers]
 
 
 def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
-    """Per-lung stroke counts, never all zero (bounded redraws, then one lung forced non-zero)."""
+    """Per-lung stroke counts, never all zero (bounded redraws, then one lung forced non-zero).
+
+    One ``rng.choice`` per lung, in label order, with P(0) = ``zero_stroke_prob`` and the rest uniform:
+    the published draw, so the same generator state gives the published code's counts (which lets
+    the benchmark compare both on common random numbers).
+    """
     choices = np.asarray(params.stroke_counts)
     positive = choices[choices > 0]
-    has_zero = (choices == 0).any()
-
-    def draw(k: int) -> np.ndarray:
-        zero = rng.rand(k) < params.zero_stroke_prob if has_zero else np.zeros(k, bool)
-        return np.where(zero, 0, positive[rng.randint(0, positive.size, size=k)])
-
+    n_zero = int((choices == 0).sum())
+    if n_zero:
+        probs = np.where(choices == 0, params.zero_stroke_prob / n_zero, (1.0 - params.zero_stroke_prob) / positive.size)
+    else:
+        probs = np.full(choices.size, 1.0 / choices.size)
     for _ in range(16):
-        counts = draw(n_lungs)
+        counts = np.array([rng.choice(choices, p=probs) for _ in range(n_lungs)], np.int64)
         if counts.any():
             return counts
     counts[rng.randint(n_lungs)] = positive[rng.randint(positive.size)]
@@ -269,7 +323,7 @@ def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.rand
 class _Brush:
     """A texture and the key its stamp banks are cached under."""
 
-    def __init__(self, brush: str | np.ndarray | None, brush_seed: int) -> None:
+    def __init__(self, brush: str | os.PathLike | np.ndarray | None, brush_seed: int) -> None:
         if brush is None:
             self.texture, self.key = procedural_brush(BRUSH_SHAPE, seed=brush_seed), ("procedural", brush_seed)
         elif isinstance(brush, np.ndarray):
@@ -279,7 +333,9 @@ class _Brush:
             self.texture = tex / tex.max()
             self.key = ("array", hashlib.sha1(self.texture.tobytes()).hexdigest(), self.texture.shape)
         else:
-            self.texture, self.key = load_brush(brush), ("file", str(brush))
+            if not Path(brush).is_file():
+                raise FileNotFoundError(f"brush texture {brush} not found (the 'brush' option: a grayscale image file, or None)")
+            self.texture, self.key = load_brush(brush), ("file", str(Path(brush).absolute()))
 
 
 _DEFAULT_BRUSH: dict[int, _Brush] = {}
@@ -309,10 +365,12 @@ def _paint_strokes(
     p0 = np.stack(np.divmod(ends[:, 0], w), -1).astype(np.float64)
     p2 = np.stack(np.divmod(ends[:, 1], w), -1).astype(np.float64)
     off = params.control_offset * s
-    p1 = (p0 + p2) / 2 + rng.uniform(-off, off, size=p0.shape)
+    offset = rng.uniform(-off, off, size=p0.shape)
+    p1 = (p0 + p2) / 2 + offset
     t = np.linspace(0.0, 1.0, params.curve_samples)[None, :, None]
     curves = (1 - t) ** 2 * p0[:, None] + 2 * (1 - t) * t * p1[:, None] + t**2 * p2[:, None]  # (n, samples, 2)
-    lengths = np.linalg.norm(np.diff(curves, axis=1), axis=-1).sum(1)
+    # the published length estimate: chord plus the control point's offset (not the arc length)
+    lengths = np.linalg.norm(p2 - p0, axis=-1) + np.linalg.norm(offset, axis=-1)
 
     # stamps are painted on a grid f times coarser when the image is larger than max_paint_size (the
     # blur and crystallize layers hide the difference), at a scale rounded to 1/8 octave, so that a few
@@ -323,12 +381,14 @@ def _paint_strokes(
     lo = params.min_width_fraction
     steps = params.width_steps if lo < 1 else 1
     bins = lo + (1 - lo) * (np.arange(steps) + 0.5) / steps
-    bank = stamp_bank(brush.texture, brush.key, tuple(bw * paint_scale for bw in params.brush_widths), tuple(bins), params.angle_steps)
+    tone_key = (params.opacity_range, params.flow_range, params.alpha_levels)
+    tone = _tone(*tone_key)
+    bank = stamp_bank(brush.texture, brush.key, tuple(bw * paint_scale for bw in params.brush_widths), tuple(bins),
+                      params.angle_steps, tone, tone_key)
     rows, cols, variants, alphas = [], [], [], []
     for b, base_width in enumerate(params.brush_widths):
-        per_stroke = np.maximum(1, (lengths / (params.stamp_spacing * base_width * s)).astype(np.int64))
-        n = int(per_stroke.sum())
-        pts = curves[np.repeat(np.arange(len(curves)), per_stroke), rng.randint(0, params.curve_samples, size=n)]
+        pts, _ = _stamp_points(curves, lengths, base_width * s, params, rng)
+        n = len(pts)
         pts = (pts + 0.5) / f - 0.5
         frac = rng.uniform(lo, 1.0, size=n)
         angle = rng.uniform(0.0, params.angle_steps, size=n)  # in angle steps of 360 / angle_steps degrees
@@ -340,27 +400,111 @@ def _paint_strokes(
     a = bank.paint(paint_shape, np.concatenate(rows), np.concatenate(cols), np.concatenate(variants), np.concatenate(alphas))
     if f > 1:
         a = _upsample(a, f, (h, w))
-    return a * np.float32(params.layer_alpha), int(counts.sum())
+    return _truncated(a * np.float32(params.layer_alpha), params), int(counts.sum())
 
 
-def _effects(a: np.ndarray, s: float, n_seeds: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
-    """Composite B, C, D over A (one colour, so 'over' multiplies the uncovered fractions)."""
-    layers: dict[str, np.ndarray] = {}
+@functools.lru_cache(maxsize=8)
+def _tone(opacity_range: tuple[float, float], flow_range: tuple[float, float], levels: int) -> np.ndarray:
+    return quantization_tone(opacity_range, flow_range, levels)
+
+
+def _truncated(x: np.ndarray, params: TextureAnomalyParams, times: float = 1.0) -> np.ndarray:
+    """``x`` less the mean loss of ``times`` truncations to ``alpha_levels`` levels (half a level each), >= 0."""
+    if not params.alpha_levels:
+        return x
+    return np.maximum(x - np.float32(0.5 * times / params.alpha_levels), np.float32(0.0))
+
+
+def stamp_counts(lengths: np.ndarray, width: float, params: TextureAnomalyParams | None = None) -> np.ndarray:
+    """Stamps per stroke for one brush width: ``min(curve_samples, max(1, int(length / spacing)))``.
+
+    Args:
+        lengths: (n,) stroke lengths in px, estimated as chord + |control point offset|.
+        width: the brush's base width in px (already scaled to the image).
+        params: synthesis parameters (``stamp_spacing``, ``curve_samples``).
+
+    Returns:
+        (n,) int64 counts; spacing = ``max(1, int(stamp_spacing * width))`` px (4 and 2 px for the
+        published 80 and 50 px brushes).
+    """
+    params = params or DEFAULT_PARAMS
+    spacing = max(1, int(params.stamp_spacing * width + 1e-9))
+    counts = (np.asarray(lengths, np.float64) / spacing).astype(np.int64)
+    return np.clip(counts, 1, params.curve_samples)
+
+
+def _stamp_points(
+    curves: np.ndarray, lengths: np.ndarray, width: float, params: TextureAnomalyParams, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stamp centres of one brush width: :func:`stamp_counts` distinct samples of each curve.
+
+    Args:
+        curves: (n, samples, 2) points along each stroke.
+        lengths: (n,) length estimates of the strokes (chord + |control offset|), px.
+        width: brush base width, px.
+
+    Returns:
+        ((stamps, 2) centres, stroke by stroke, (n,) stamps per stroke).
+    """
+    n_curves, n_samples = curves.shape[:2]
+    per_stroke = np.minimum(stamp_counts(lengths, width, params), n_samples)
+    # without replacement: the first per_stroke[i] entries of a random permutation of each curve's samples
+    order = np.argsort(rng.rand(n_curves, n_samples), axis=1)
+    taken = np.arange(n_samples)[None, :] < per_stroke[:, None]
+    return curves[np.repeat(np.arange(n_curves), per_stroke), order[taken]], per_stroke
+
+
+def _effects(
+    a: np.ndarray, s: float, n_seeds: int, params: TextureAnomalyParams, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    """Composite B, C, D over the scaled A; returns (alpha, colour fraction), both (H, W) float32.
+
+    Every layer is an RGBA image whose colour is the brush colour where the painted layer A has any
+    alpha and black elsewhere; the published code blurs and crystallizes colour and alpha channel by
+    channel (not premultiplied), so B, C and D fade to black at their edges, and a faint halo around
+    an anomaly brightens the image far less than its alpha alone would. The colour fraction is that
+    composite colour over the brush colour ('over' composited in premultiplied form).
+    """
     order = params.composite_order
+    one = np.float32(1.0)
+    support = (a >= params.support_level).astype(np.float32)
+    layers: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (1 - alpha, colour fraction x alpha)
     if "B" in order:
-        layers["B"] = _smooth(a, params.blur_radius * s) * np.float32(params.blur_alpha)
+        blurred, blurred_support = _smooth(np.stack([a, support]), params.blur_radius * s)
+        alpha = blurred * np.float32(params.blur_alpha)
+        layers["B"] = (one - alpha, blurred_support * alpha)
     if "C" in order or "D" in order:
         # Voronoi cells are ~11 px wide at 256 px: labelling them on a 2x coarser grid is invisible after D's blur
         factor = max(1, int(round(2 * s)))
-        c, c_small = _crystallize(a, n_seeds, factor, rng)
-        layers["C"] = c * np.float32(params.crystal_alpha)
+        c_small, cf_small = _crystallize((a, support), n_seeds, factor, rng)
+        c_small = _truncated(c_small, params)  # the cell means are stored in 8 bits
+        # C is constant on the coarse grid's blocks: scale it there, then repeat to full resolution
+        alpha = _truncated(c_small * np.float32(params.crystal_alpha), params)
+        layers["C"] = tuple(_repeat(x, factor, a.shape) for x in (one - alpha, cf_small * alpha))
         sigma = params.crystal_blur_radius * s / factor
-        d_small = ndi.gaussian_filter(c_small, sigma, truncate=3.0, mode="nearest") if sigma > 0.3 else c_small
-        layers["D"] = (_upsample(d_small, factor, a.shape) if factor > 1 else d_small) * np.float32(params.crystal_blur_alpha)
-    uncovered = 1.0 - a
+        d = np.stack([c_small, cf_small])
+        d = ndi.gaussian_filter(d, (0.0, sigma, sigma), truncate=3.0, mode="nearest") if sigma > 0.3 else d
+        d = _upsample(d, factor, a.shape) if factor > 1 else d
+        alpha = _truncated(d[0] * np.float32(params.crystal_blur_alpha), params)
+        layers["D"] = (one - alpha, d[1] * alpha)
+    # the published code scales A's alpha only now, after B, C and D were made from the unscaled A
+    a_scaled = _truncated(a * np.float32(params.stroke_alpha), params)
+    uncovered, colour = one - a_scaled, a_scaled * support
     for name in order:
-        uncovered *= 1.0 - layers[name]
-    return 1.0 - uncovered
+        rest, premultiplied = layers[name]
+        colour *= rest
+        colour += premultiplied
+        uncovered *= rest
+    total = one - uncovered
+    colour /= np.maximum(total, np.float32(1e-6))
+    return total, np.minimum(colour, one, out=colour)
+
+
+def _repeat(small: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling by an integer factor, cropped to ``shape``."""
+    if factor == 1:
+        return small
+    return small.repeat(factor, 0).repeat(factor, 1)[: shape[0], : shape[1]]
 
 
 def synthesize_texture_anomaly(
@@ -446,11 +590,13 @@ def _draw(
     s, img = prep.scale, image[prep.roi]
     for attempt in range(1, max(1, max_attempts) + 1):
         a, strokes = _paint_strokes(prep.lung_roi, prep.labels, s, params, brush, rng)
-        alpha = np.minimum(_effects(a, s, prep.n_seeds, params, rng) * prep.weight, 1.0)
+        alpha, colour = _effects(a, s, prep.n_seeds, params, rng)
+        # lung x rib weighting, then the gain: two truncations, the first one scaled by the gain
+        alpha = np.minimum(_truncated(alpha * prep.weight, params, 1.0 + params.alpha_gain), 1.0)
         mask_roi = alpha > params.mask_threshold
         if mask_roi.any():
             break
-    out[prep.roi] = np.maximum(img + alpha * (prep.grey - img), img)
+    out[prep.roi] = np.maximum(img + alpha * (prep.grey * colour - img), img)
     mask[prep.roi] = mask_roi
     area = int(mask_roi.sum())
     info = {
@@ -635,3 +781,49 @@ def _copy(x: Any) -> Any:
 def _zeros_like(img: Any) -> Any:
     zeros = np.zeros(tuple(img.shape), np.float32)
     return convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
+
+
+def anomaly_statistics(image: np.ndarray, anomalous: np.ndarray, mask: np.ndarray, lung: np.ndarray) -> dict[str, float]:
+    """Size and strength of one synthetic anomaly (what ``benchmarks/bench_synthesis.py`` compares).
+
+    Args:
+        image: (H, W) healthy image in [0, 1].
+        anomalous: (H, W) the same image with the anomaly.
+        mask: (H, W) anomaly mask (non-zero = anomaly).
+        lung: (H, W) lung label map (non-zero = lung).
+
+    Returns:
+        ``area`` (mask area / lung area), ``mean_in_mask`` (mean brightening inside the mask, 0 when
+        empty), ``per_lung_pixel`` (total brightening / lung area), ``outside_share`` (share of the
+        total brightening outside the mask, 0 when nothing brightened) and ``pieces`` (8-connected
+        mask components).
+    """
+    inside = np.asarray(mask) > 0
+    lung_area = max(int((np.asarray(lung) > 0).sum()), 1)
+    diff = np.asarray(anomalous, np.float64) - np.asarray(image, np.float64)
+    total = float(diff.sum())
+    return {
+        "area": float(inside.sum()) / lung_area,
+        "mean_in_mask": float(diff[inside].mean()) if inside.any() else 0.0,
+        "per_lung_pixel": total / lung_area,
+        "outside_share": float(diff[~inside].sum()) / total if total > 0 else 0.0,
+        "pieces": float(ndi.label(inside, structure=np.ones((3, 3), bool))[1]),
+    }
+
+
+def summarize_statistics(per_draw: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Summary of :func:`anomaly_statistics` over draws: area q10 / median / q90, mean brightening in the mask,
+    brightening per lung pixel and share outside the mask (means over the draws; the share is pooled:
+    total outside / total), median pieces and the number of empty masks."""
+    col = {k: np.array([d[k] for d in per_draw], np.float64) for k in per_draw[0]}
+    nonempty = col["area"] > 0
+    return {
+        "area_q10": float(np.percentile(col["area"], 10)),
+        "area_median": float(np.median(col["area"])),
+        "area_q90": float(np.percentile(col["area"], 90)),
+        "mean_in_mask": float(col["mean_in_mask"][nonempty].mean()) if nonempty.any() else 0.0,
+        "per_lung_pixel": float(col["per_lung_pixel"].mean()),
+        "outside_share": float((col["outside_share"] * col["per_lung_pixel"]).sum() / max(col["per_lung_pixel"].sum(), 1e-12)),
+        "pieces_median": float(np.median(col["pieces"])),
+        "empty": float((~nonempty).sum()),
+    }

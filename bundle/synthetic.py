@@ -137,6 +137,8 @@ class SyntheticAnomalyJob:
         montage_size: variants shown in the QA montage ``synthesize_qa.png`` (mask contours; 0 = none).
         progress: show a progress bar.
         synthesis: :class:`bundle.synthesis.RandTextureAnomaly` arguments (brush, parameters).
+        brush: brush texture file (any grayscale image the bundle reads; bright = paint), e.g. the
+            published ``texture.jpg``; None/empty: the procedural brush (or ``synthesis["brush"]``).
     """
 
     name = "synthesize"
@@ -153,6 +155,7 @@ class SyntheticAnomalyJob:
         montage_size: int = 16,
         progress: bool | str = True,
         synthesis: Mapping | None = None,
+        brush: str | os.PathLike | None = None,
     ) -> None:
         from bundle.offline import as_bool
 
@@ -166,6 +169,12 @@ class SyntheticAnomalyJob:
         self.montage_size = int(montage_size)
         self.progress = as_bool(progress)
         self.synthesis = dict(synthesis or {})
+        if brush is not None and str(brush).strip().lower() not in ("", "none", "null"):
+            if self.synthesis.get("brush") not in (None, str(brush)):
+                raise ValueError(f"synthesize: brush {brush!r} and synthesis['brush'] {self.synthesis['brush']!r} disagree; give one")
+            if not Path(brush).is_file():
+                raise FileNotFoundError(f"synthesize: --brush {brush}: no such file (a grayscale image; null for the procedural brush)")
+            self.synthesis["brush"] = str(Path(brush).absolute())
         from bundle.synthesis import RandTextureAnomaly
 
         RandTextureAnomaly(**self.synthesis)  # fail now, with the parameter's name, not once per image

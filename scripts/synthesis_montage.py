@@ -6,6 +6,9 @@ quantiles over many draws of: anomaly area as a fraction of the lungs, and the m
 intensity increase inside the mask.
 
     python scripts/synthesis_montage.py [--out docs/images/synthesis_montage.png] [--draws 200] [--size 256]
+
+The side-by-side montage with the published code on the same images
+(``docs/images/synthesis_published_vs_ours.png``) comes from ``benchmarks/bench_synthesis.py --montage``.
 """
 
 from __future__ import annotations

@@ -422,7 +422,8 @@ def test_train_one_epoch(server, studies):
         body, headers = _multipart("label", empty)
         status, reply = _http("PUT", f"{server['url']}/datastore/label?image={p.stem}&tag=final", body, headers)
         assert status == 200, reply
-    before = server["bundle"] / "models" / "model.pt"
+    model_pt = server["bundle"] / "models" / "model.pt"
+    start_weights = torch.load(model_pt, map_location="cpu")  # the weights MONAI Label starts from (pretrained)
     request = {"max_epochs": 1, "val_split": -1, "device": "cpu", "multi_gpu": False, "pretrained": True}
     start = time.monotonic()
     status, reply = _http("POST", f"{server['url']}/train/{NAME}?run_sync=true", json.dumps(request).encode(),
@@ -432,9 +433,10 @@ def test_train_one_epoch(server, studies):
     finals = sorted((server["bundle"] / "runs" / "train" / "checkpoints").glob("checkpoint_final_iteration=*.pt"))
     assert finals, f"no final training checkpoint written:\n{server['log']()}"
     trained = torch.load(finals[-1], map_location="cpu", weights_only=False)["model"]
-    start_weights = torch.load(before, map_location="cpu")
     assert trained.keys() == start_weights.keys()
     assert any(not torch.equal(trained[k], start_weights[k]) for k in trained), "training did not change the weights"
+    saved = torch.load(model_pt, map_location="cpu")  # models/model.pt = the final weights (select_best_model false)
+    assert all(torch.equal(saved[k], trained[k]) for k in trained)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -335,3 +335,114 @@ def test_float_lung_maps_and_variants_match_repeated_calls():
         o2, m2, i2 = b(img, lung, return_info=True)
         assert torch.equal(out, o2) and torch.equal(mask, m2) and info == i2
         assert info["anomaly"] == bool(mask.any())
+
+
+# ---- fidelity to the published code (ALGORITHM.md section 2) ----------------------------------------------
+
+
+def test_stamp_count_law():
+    """Stamps per stroke: min(100, max(1, int(length / spacing))), spacing = max(1, int(0.05 * width))."""
+    from bundle.synthesis import stamp_counts
+
+    lengths = np.array([0.0, 3.9, 4.0, 7.99, 50.0, 399.0, 401.0, 1000.0])
+    np.testing.assert_array_equal(stamp_counts(lengths, 80.0), [1, 1, 1, 1, 12, 99, 100, 100])  # spacing 4 px
+    np.testing.assert_array_equal(stamp_counts(lengths, 50.0), [1, 1, 2, 3, 25, 100, 100, 100])  # spacing int(2.5) = 2
+    np.testing.assert_array_equal(stamp_counts(lengths, 10.0), [1, 3, 4, 7, 50, 100, 100, 100])  # spacing max(1, 0) = 1
+    np.testing.assert_array_equal(stamp_counts(lengths, 160.0), [1, 1, 1, 1, 6, 49, 50, 100])  # 512 px: spacing 8
+
+
+def test_stamps_at_distinct_curve_samples():
+    from bundle.synthesis import DEFAULT_PARAMS, _stamp_points, stamp_counts
+
+    t = np.linspace(0, 1, DEFAULT_PARAMS.curve_samples)[:, None]
+    lengths = np.array([10.0, 120.0, 200.0, 900.0])
+    curves = np.stack([np.hstack([t * 0 + k, t * L]) for k, L in enumerate(lengths)])  # straight, distinct points
+    for width in DEFAULT_PARAMS.brush_widths:
+        pts, per = _stamp_points(curves, lengths, width, DEFAULT_PARAMS, np.random.RandomState(0))
+        np.testing.assert_array_equal(per, stamp_counts(lengths, width))
+        assert len(pts) == per.sum()
+        for k in range(len(lengths)):
+            mine = pts[pts[:, 0] == k]
+            assert len(mine) == per[k] and len(np.unique(mine[:, 1])) == per[k], "a curve sample was stamped twice"
+
+
+def test_stroke_alpha_scales_a_after_b_c_d():
+    """The 0.4 factor scales the stamped layer A in the composite; B (its blur) is made from unscaled A."""
+    from dataclasses import replace
+
+    from bundle.synthesis import DEFAULT_PARAMS, _effects, _smooth
+
+    assert (DEFAULT_PARAMS.stroke_alpha, DEFAULT_PARAMS.blur_alpha) == (0.4, 1.0)
+    a = np.zeros((96, 96), np.float32)
+    a[30:60, 20:70] = 0.6
+    exact = replace(DEFAULT_PARAMS, alpha_levels=0)
+    alpha, colour = _effects(a, 1.0, 50, replace(exact, composite_order=""), np.random.RandomState(0))
+    np.testing.assert_allclose(alpha, 0.4 * a, atol=1e-6)
+    alpha, _ = _effects(a, 1.0, 50, replace(exact, composite_order="B"), np.random.RandomState(0))
+    b = _smooth(a, exact.blur_radius)
+    np.testing.assert_allclose(alpha, 1 - (1 - 0.4 * a) * (1 - b), atol=1e-5)
+    assert alpha[45, 45] > 0.4 * 0.6 + 0.5 * b[45, 45], "B must be composited at full strength"
+    # B, C, D fade to black where A has no paint: the colour falls off outside the painted square
+    _, colour = _effects(a, 1.0, 50, DEFAULT_PARAMS, np.random.RandomState(0))
+    assert colour[45, 45] > 0.95 and colour[45, 12] < 0.5
+
+
+def pinned_inputs(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """A CXR-like image with dark lungs (softened edges) and its lung map, varied by ``k``."""
+    lung = ellipse_lungs(size, (0.5, 0.3 - 0.02 * k, 0.3, 0.12), (0.5, 0.7, 0.32 - 0.03 * k, 0.13))
+    dark = ndi.gaussian_filter((lung > 0).astype(np.float32), size / 64)
+    return (cxr_like(size, k) * (1 - 0.55 * dark)).astype(np.float32), lung
+
+
+# statistics of 160 draws (seeds 0..159) on fixed inputs at 128 px, pinned from this implementation when it was
+# matched to the published code (benchmarks/bench_synthesis.py: every statistic within 4 % of the published
+# one). Other seed sets of 160 draws give q10 within 10 % and the rest within 7 % of these, so a faster
+# implementation that draws differently still passes, while a drift of the distribution does not.
+PINNED = {"area_q10": 0.225, "area_median": 0.619, "area_q90": 1.041, "mean_in_mask": 0.259,
+          "per_lung_pixel": 0.179, "outside_share": 0.046, "pieces_median": 2.0}
+
+
+def test_statistics_pinned_on_fixed_seeds():
+    from bundle.synthesis import anomaly_statistics, summarize_statistics
+
+    inputs = [pinned_inputs(128, k) for k in range(4)]
+    synth = RandTextureAnomaly()
+    per = []
+    for k in range(160):
+        image, lung = inputs[k % 4]
+        synth.set_random_state(k)
+        out, mask = synth(image[None], lung[None])
+        per.append(anomaly_statistics(image, out[0], mask[0], lung))
+    got = summarize_statistics(per)
+    print({k: round(v, 4) for k, v in got.items()})
+    assert got["area_q10"] == pytest.approx(PINNED["area_q10"], rel=0.12)
+    for key in ("area_median", "area_q90", "mean_in_mask", "per_lung_pixel"):
+        assert got[key] == pytest.approx(PINNED[key], rel=0.08), key
+    assert got["outside_share"] == pytest.approx(PINNED["outside_share"], abs=0.01)
+    assert abs(got["pieces_median"] - PINNED["pieces_median"]) <= 1
+    assert got["empty"] == 0
+
+
+def test_brush_option_of_transform_and_job(tmp_path):
+    from PIL import Image
+
+    from bundle.brush import procedural_brush
+    from bundle.synthetic import SyntheticAnomalyJob
+
+    path = tmp_path / "texture.png"
+    Image.fromarray((procedural_brush(seed=5) * 255).astype(np.uint8)).save(path)
+    job = SyntheticAnomalyJob(dataset_dir=tmp_path, brush=str(path))
+    assert job.synthesis["brush"] == str(path.absolute())
+    assert "brush" not in SyntheticAnomalyJob(dataset_dir=tmp_path, brush=None).synthesis
+    with pytest.raises(FileNotFoundError, match="brush"):
+        SyntheticAnomalyJob(dataset_dir=tmp_path, brush=str(tmp_path / "missing.png"))
+    with pytest.raises(ValueError, match="disagree"):
+        SyntheticAnomalyJob(dataset_dir=tmp_path, brush=str(path), synthesis={"brush": "other.png"})
+    with pytest.raises(FileNotFoundError, match="'brush' option"):
+        RandTextureAnomaly(brush=str(tmp_path / "missing.png"))
+    # a file brush paints like the same texture given as an array
+    img, lung = cxr_like(SIZE)[None], ellipse_lungs(SIZE)[None]
+    from_file = RandTextureAnomaly(brush=str(path)).set_random_state(1)(img, lung)
+    tex = np.asarray(Image.open(path), np.float32) / 255
+    from_array = RandTextureAnomaly(brush=tex).set_random_state(1)(img, lung)
+    np.testing.assert_allclose(from_file[0], from_array[0], atol=1e-4)
