@@ -152,6 +152,7 @@ def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs
 
     work = Path(workdir).absolute()
     results: dict[str, list[dict[str, float]]] = {}
+    shown = dict(overrides)  # what the user set, for the figure's title
     if "dataset_dir" not in overrides:  # one copy of the configs' dataset for every recipe
         shared = ConfigParser()
         shared.read_config([str(REPO / "configs" / "train.json"), *[str(REPO / c) for c in configs]])
@@ -196,7 +197,7 @@ def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs
         trainer.run()
         results[name] = rows
     if output:
-        _plot(results, output, configs, overrides)
+        _plot(results, output, configs, shown)
     return results
 
 
