@@ -85,6 +85,30 @@ class PBTSegParams:
             and leaks from each lung (at least one pixel; 0 disables it).
         stop_quantile: past this quantile the search stops once the lungs have not grown for two levels (the
             published code stops above t = 130 when no component qualifies).
+        zone_correction: per-zone thresholds. Real lung fields get brighter toward the bases (more soft tissue,
+            breast shadows, vessels), so one global threshold that keeps the lungs apart from the background stops
+            before the lower zones. The vertical trend of the intensity inside the lungs found first is measured
+            (a line fitted to the mean of each lung row) and the search is repeated once on the image minus that
+            trend: every zone of the lung is then thresholded relative to its own expected brightness. A lung
+            from the second search replaces the first only where it contains most of it.
+        max_zone_slope: cap of the trend, as the largest rise across the whole image height in units of the
+            intensity spread inside the first lungs (standard deviation); guards against wild extrapolation.
+        lateral_hull: chest-wall constrained hull. The lateral border of a lung follows the chest wall and is
+            convex, so an opacity that cuts into the lung from the chest wall (a consolidation at the lung edge, a
+            blunted costophrenic angle) leaves a bite out of an otherwise convex border. Each row of the lung is
+            extended out to the convex hull on its lateral side only; the medial border (heart, hilum,
+            mediastinum), which is legitimately concave, is left as found.
+        diaphragm_reach: extension to the diaphragm, as the longest reach in fractions of the height (0 disables
+            it). Just above the domes the lung is thin and dense, so thresholds stop short of the diaphragm.
+            Below each column of the lung the strongest dark-to-bright step within the reach is located on the
+            rib-suppressed image; when it is a clear step (the lung-to-abdomen contrast) and the image above it is
+            still as dark as the lung's lower third, the column is extended down to it. The step rows are median
+            filtered across the columns, so one noisy column cannot make a spike.
+        require_pair: report lungs only as a pair: two lungs side by side that overlap over at least half the
+            height of the shorter one, of comparable heights, with a brighter band (the mediastinum) between them.
+            Natural photographs and radiographs of other body parts (the soft tissue either side of a long bone)
+            can hold one or two dark lung-shaped regions; a frontal chest has the pair about the mediastinum. The
+            price: a chest with one lung completely opacified gets no map at all (reported, not silent).
     """
 
     search_size: int = 128
@@ -105,6 +129,11 @@ class PBTSegParams:
     rib_suppression: float = 0.04
     spur_removal: float = 0.006
     stop_quantile: float = 0.5
+    zone_correction: bool = True
+    max_zone_slope: float = 2.0
+    lateral_hull: bool = True
+    diaphragm_reach: float = 0.12
+    require_pair: bool = True
 
 
 def _as_2d_float(image: Any) -> np.ndarray:
@@ -305,6 +334,7 @@ class _Lung:
     quantile: float
     labels: np.ndarray
     k: int
+    slope: float = 0.0  # per-row trend subtracted from the search image (zone correction), grid units
 
     @property
     def mask(self) -> np.ndarray:
@@ -404,7 +434,8 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
 
 
 def _refine(
-    content: np.ndarray, lung: _Lung, f: int, rib_len: int, gain: np.ndarray | None, fill_holes: bool
+    content: np.ndarray, lung: _Lung, f: int, rib_len: int, gain: np.ndarray | None, fill_holes: bool,
+    to_rank: Any = None,
 ) -> np.ndarray:
     """Re-threshold one lung at full resolution inside a band of one search pixel around its search-grid mask.
 
@@ -431,6 +462,10 @@ def _refine(
         region = ndimage.uniform_filter(region, size=f | 1, mode="nearest")  # odd box, centred
     region = _vertical_opening(region, rib_len)
     vals = region[r0 - pr0 : r1 - pr0, c0 - pc0 : c1 - pc0]
+    if lung.slope:
+        # the zone correction's ranks and trend at full resolution: grid row i averages rows i*f .. i*f + f - 1
+        grid_rows = (np.arange(r0, r1, dtype=np.float32) - 0.5 * (f - 1)) / f
+        vals = to_rank(vals) - (lung.slope * grid_rows)[:, None]
     lab, n = ndimage.label((vals <= lung.level) & band, structure=_CROSS)
     out = np.zeros(content.shape, bool)
     if n == 0:
@@ -440,6 +475,137 @@ def _refine(
         keep = _fill_holes(keep)
     out[r0:r1, c0:c1] = keep
     return out
+
+
+def _zone_trend(work: np.ndarray, best: dict[int, _Lung], max_slope: float) -> float:
+    """Slope (intensity per search-grid row) of the brightness inside the found lungs, from the top down.
+
+    A least-squares line through the mean intensity of every lung row (both lungs pooled, each row weighted by its
+    pixel count); 0 when the lungs do not get brighter downward. Capped at ``max_slope`` standard deviations of the
+    lung intensities per image height.
+    """
+    rows, vals = [], []
+    for lung in best.values():
+        m = lung.mask
+        r = np.nonzero(m)[0]
+        rows.append(r)
+        vals.append(work[m])
+    r = np.concatenate(rows).astype(np.float64)
+    y = np.concatenate(vals).astype(np.float64)
+    if r.size < 16 or np.ptp(r) < 4:
+        return 0.0
+    rc = r - r.mean()
+    slope = float((rc * (y - y.mean())).sum() / max((rc * rc).sum(), 1e-12))
+    cap = max_slope * float(y.std()) / work.shape[0]
+    return min(max(slope, 0.0), cap)
+
+
+def _lateral_hull(mask: np.ndarray, side: int) -> np.ndarray:
+    """Extend every row of a lung out to its convex hull on the lateral side (image left for label 1, right for 2).
+
+    The hull is built from the pixel-square corners of the leftmost and rightmost pixel of each row; each row is
+    then filled from the hull's lateral edge to the row's medial-most pixel (which also closes gaps inside the row).
+    Rows without lung pixels stay empty, so the apex and the domes are not extended.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size < 3:
+        return mask
+    sub = mask[rows[0] : rows[-1] + 1]
+    present = sub.any(axis=1)
+    r = np.flatnonzero(present)
+    lo = sub[r].argmax(axis=1)
+    hi = sub.shape[1] - sub[r, ::-1].argmax(axis=1)
+    pts = np.empty((4, r.size, 2))
+    pts[:, :, 0] = r
+    pts[1::2, :, 0] += 1
+    pts[:2, :, 1] = lo
+    pts[2:, :, 1] = hi
+    pts = pts.reshape(-1, 2)
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:
+        return mask
+    v = pts[hull.vertices]
+    y0, x0 = v[:, 0], v[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    yc = r[:, None] + 0.5
+    dy = y1 - y0
+    t = (yc - y0) / np.where(dy == 0, 1.0, dy)
+    crosses = (dy != 0) & (t >= 0) & (t <= 1)
+    xs = x0 + t * (x1 - x0)
+    out = mask.copy()
+    block = out[rows[0] : rows[-1] + 1]
+    cols = np.arange(sub.shape[1])
+    if side == 1:
+        edge = np.where(crosses, xs, np.inf).min(axis=1)
+        start = np.minimum(np.ceil(edge - 0.5).astype(np.intp), lo)
+        block[r] |= (cols[None, :] >= start[:, None]) & (cols[None, :] < hi[:, None])
+    else:
+        edge = np.where(crosses, xs, -np.inf).max(axis=1)
+        stop = np.maximum(np.floor(edge + 0.5).astype(np.intp), hi)
+        block[r] |= (cols[None, :] >= lo[:, None]) & (cols[None, :] < stop[:, None])
+    return out
+
+
+def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_rank: Any) -> np.ndarray:
+    """Extend each column of a lung down to the diaphragm edge (see ``PBTSegParams.diaphragm_reach``).
+
+    Args:
+        smooth: (H, W) rib-suppressed, smoothed image (bright bone), the frame of ``mask``.
+        mask: (H, W) bool lung.
+        reach: longest extension, pixels.
+        k: half-length, pixels, of the vertical step ``smooth[r + k] - smooth[r - k]`` that marks an edge.
+        to_rank: maps intensities to ranks (monotone), in which the steps and levels are measured.
+    """
+    h = mask.shape[0]
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size < 3 or reach < 2:
+        return mask
+    rows = np.flatnonzero(mask.any(axis=1))
+    inside = smooth[mask]
+    lower = mask[rows[0] + 2 * (rows[-1] - rows[0]) // 3 :]
+    lower_vals = smooth[rows[0] + 2 * (rows[-1] - rows[0]) // 3 :][lower]
+    if lower_vals.size == 0:
+        return mask
+    lung_hi = float(to_rank(np.quantile(lower_vals, 0.9)))
+    contrast = 0.9 - float(to_rank(np.median(inside)))
+    if contrast <= 0:
+        return mask
+    bottom = h - 1 - mask[::-1, cols].argmax(axis=0)
+    offs = np.arange(1, reach + 1)
+    rr = bottom[None, :] + offs[:, None]
+    ok = (rr + k < h) & (rr - k >= 0)
+    rr = np.clip(rr, k, h - 1 - k)
+    above = to_rank(smooth[rr - k, cols[None, :]])
+    step = to_rank(smooth[rr + k, cols[None, :]]) - above
+    # the path down to the edge must stay lung-dark: stop at the first pixel brighter than the lower lung
+    dark_path = np.minimum.accumulate(above <= lung_hi + 0.1 * contrast, axis=0)
+    step = np.where(ok & dark_path, step, -np.inf)
+    best = step.argmax(axis=0)
+    good = step[best, np.arange(cols.size)] >= 0.25 * contrast
+    target = np.where(good, bottom + 1 + best, bottom)
+    target = np.minimum(target, ndimage.median_filter(target, size=max(3, (cols.size // 12) | 1), mode="nearest"))
+    out = mask.copy()
+    r = np.arange(h)[:, None]
+    out[:, cols] |= (r > bottom[None, :]) & (r < target[None, :])
+    return out
+
+
+def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
+    """The pair test (``PBTSegParams.require_pair``): two lungs side by side, overlapping in height, of comparable
+    height, with a brighter band (the mediastinum) between them at the rows they share."""
+    one, two = labels == 1, labels == 2
+    if not one.any() or not two.any():
+        return False
+    (r1, c1), (r2, c2) = _box(one), _box(two)
+    overlap = min(r1.stop, r2.stop) - max(r1.start, r2.start)
+    h1, h2 = r1.stop - r1.start, r2.stop - r2.start
+    if overlap < 0.5 * min(h1, h2) or min(h1, h2) < 0.5 * max(h1, h2) or c1.stop > c2.start + 2:
+        return False
+    rows = slice(max(r1.start, r2.start), min(r1.stop, r2.stop))
+    mid = image[rows, c1.stop : max(c2.start, c1.stop + 1)]
+    lung_level = max(float(np.median(image[one])), float(np.median(image[two])))
+    return mid.size > 0 and float(np.median(mid)) > lung_level
 
 
 def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tuple[np.ndarray, dict]:
@@ -492,22 +658,60 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
     if not best:
         info["reason"] = "no component passed the lung-shape tests at any threshold"
         return labels, info
+    # ranks (share of search pixels at or below a value): the zone correction and the diaphragm step work in rank
+    # units, so they stay unchanged under any monotone intensity transform, as the quantile levels do
+    sorted_work = np.sort(work, axis=None)
+
+    def to_rank(x: np.ndarray) -> np.ndarray:
+        return (np.searchsorted(sorted_work, x, side="right") / np.float32(sorted_work.size)).astype(np.float32)
+
+    if p.zone_correction:
+        work_rank = to_rank(work)
+        slope = _zone_trend(work_rank, best, p.max_zone_slope)
+        if slope > 0:
+            grid_ramp = work_rank - (slope * np.arange(work.shape[0], dtype=np.float32))[:, None]
+            margin_r, margin_c = 0.05 * work.shape[0], 0.05 * work.shape[1]
+            for side, lung in _search(grid_ramp, p).items():
+                first = best.get(side)
+                if first is not None:
+                    # the corrected lung may reach further down (the lower zones), not leak sideways or upward
+                    (fr, fc), (sr_, sc_) = _box(first.mask), _box(lung.mask)
+                    inside = (sc_.start >= fc.start - margin_c and sc_.stop <= fc.stop + margin_c
+                              and sr_.start >= fr.start - margin_r)
+                    if not inside or np.count_nonzero(lung.mask & first.mask) < 0.5 * first.area:
+                        continue
+                lung.slope = slope
+                best[side] = lung
     view = labels[r0:r1, c0:c1]
+    smooth = None
+    if p.diaphragm_reach > 0:
+        smooth = _vertical_opening(ndimage.uniform_filter(content, size=f | 1, mode="nearest") if f > 1 else content,
+                                   rib_len)
     for side in sorted(best):
-        if f == 1:
+        if f == 1:  # the search grid is the image (the zone correction's ranks are already in the level)
             m = _fill_holes(best[side].mask) if p.fill_holes else best[side].mask
         else:
-            m = _refine(content, best[side], f, rib_len, gain, p.fill_holes)
+            m = _refine(content, best[side], f, rib_len, gain, p.fill_holes, to_rank)
         if p.spur_removal > 0 and m.any():
             m = _remove_spurs(m, max(1, int(round(p.spur_removal * min(h, w)))))
+        if p.diaphragm_reach > 0 and m.any():
+            m = _to_diaphragm(smooth, m, int(round(p.diaphragm_reach * h)), max(1, int(round(0.01 * h))), to_rank)
+        if p.lateral_hull and m.any():
+            m = _lateral_hull(m, side)
+            if p.fill_holes:
+                m = _fill_holes(m)
         if not m.any():
             continue
         view[m & (view == 0)] = side
         info["lungs"].append(side)
         info["quantiles"][side] = round(best[side].quantile, 4)
+    if p.require_pair and not _is_chest(view, content):
+        view[:] = 0
+        info["lungs"], info["quantiles"] = [], {}
+        info["reason"] = "no pair of lungs about a brighter mediastinum (not a frontal chest X-ray?)"
     info["left_found"], info["right_found"] = 1 in info["lungs"], 2 in info["lungs"]
     info["found"] = bool(info["lungs"])
-    if not info["found"]:
+    if not info["found"] and not info["reason"]:
         info["reason"] = "the lung candidates vanished at full resolution"
     return labels, info
 
