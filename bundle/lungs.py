@@ -105,7 +105,8 @@ class PBTSegParams:
             still as dark as the lung's lower third, the column is extended down to it. The step rows are median
             filtered across the columns, so one noisy column cannot make a spike.
         require_pair: report lungs only as a pair: two lungs side by side that overlap over at least half the
-            height of the shorter one, of comparable heights, with a brighter band (the mediastinum) between them.
+            height of the shorter one, of comparable heights, ending at least 3 % of the height inside the top and
+            bottom of the image, with a brighter band (the mediastinum) between them.
             Natural photographs and radiographs of other body parts (the soft tissue either side of a long bone)
             can hold one or two dark lung-shaped regions; a frontal chest has the pair about the mediastinum. The
             price: a chest with one lung completely opacified gets no map at all (reported, not silent).
@@ -601,6 +602,10 @@ def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
     overlap = min(r1.stop, r2.stop) - max(r1.start, r2.start)
     h1, h2 = r1.stop - r1.start, r2.stop - r2.start
     if overlap < 0.5 * min(h1, h2) or min(h1, h2) < 0.5 * max(h1, h2) or c1.stop > c2.start + 2:
+        return False
+    # lungs end inside the film: shoulders above, diaphragm below (soft tissue beside a long bone runs off it)
+    margin = 0.03 * labels.shape[0]
+    if min(r1.start, r2.start) < margin or max(r1.stop, r2.stop) > labels.shape[0] - margin:
         return False
     rows = slice(max(r1.start, r2.start), min(r1.stop, r2.stop))
     mid = image[rows, c1.stop : max(c2.start, c1.stop + 1)]
