@@ -104,6 +104,18 @@ class PBTSegParams:
             rib-suppressed image; when it is a clear step (the lung-to-abdomen contrast) and the image above it is
             still as dark as the lung's lower third, the column is extended down to it. The step rows are median
             filtered across the columns, so one noisy column cannot make a spike.
+        edge_level: choose each lung's final threshold by its border. Growing until the shape tests fail (the
+            published rule) keeps the largest lung-shaped component, which on real films often already includes a
+            leak into the soft tissue above the apex or beside the chest wall that still looks lung-shaped.
+            Around the search's level (``edge_window`` below and above, in quantiles, at 0.01 steps) the level whose
+            component has the strongest mean edge along its border is chosen: the lung's border is the strongest
+            edge in its neighbourhood, the border of a leak runs through flat soft tissue.
+        edge_window: quantile span (below, above) of the search's level tried by ``edge_level``.
+        mirror_completion: contralateral shape completion. A dense opacity (a lobar consolidation, an effusion)
+            hides part of a lung from any threshold, but the two lungs are close to mirror images about the
+            midline. A lung whose area is below this fraction of its partner's mirror image is completed with that
+            mirror image (on its own side, outside the partner); 0 disables it. Slightly over-covers the heart on
+            the patient's left when the left lung is the one completed.
         require_pair: report lungs only as a pair: two lungs side by side that overlap over at least half the
             height of the shorter one, of comparable heights, ending at least 3 % of the height inside the top and
             bottom of the image, with a brighter band (the mediastinum) between them.
@@ -134,6 +146,9 @@ class PBTSegParams:
     max_zone_slope: float = 2.0
     lateral_hull: bool = True
     diaphragm_reach: float = 0.12
+    edge_level: bool = True
+    mirror_completion: float = 0.55
+    edge_window: tuple[float, float] = (0.1, 0.06)
     require_pair: bool = True
 
 
@@ -336,6 +351,7 @@ class _Lung:
     labels: np.ndarray
     k: int
     slope: float = 0.0  # per-row trend subtracted from the search image (zone correction), grid units
+    k_side: int = 0  # the side (1 or 2) when known
 
     @property
     def mask(self) -> np.ndarray:
@@ -478,6 +494,56 @@ def _refine(
     return out
 
 
+def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams) -> _Lung:
+    """Re-choose one lung's threshold where its border lies on the strongest edges (``PBTSegParams.edge_level``).
+
+    Levels at fine quantile steps (0.01) around the search's level are tried on a window around the lung: the
+    component holding the lung's darkest pixel must pass the lung-shape tests and stay inside the window; of
+    those, the one whose border pixels have the highest mean gradient magnitude (``grad``) wins.
+
+    Args:
+        img: (h, w) search image the lung was found on (its ``level`` is in its units).
+        lung: the lung from the search.
+        grad: (h, w) gradient magnitude of the rank image (invariant to monotone intensity changes).
+    """
+    h, w = img.shape
+    sr, sc = _box(lung.mask)
+    mr, mc = int(0.12 * h), int(0.12 * w)
+    win = (slice(max(sr.start - mr, 0), min(sr.stop + mr, h)), slice(max(sc.start - mc, 0), min(sc.stop + mc, w)))
+    crop, gcrop = img[win], grad[win]
+    inner = (win[0].start > 0, win[0].stop < h, win[1].start > 0, win[1].stop < w)  # window edges inside the image
+    seed = np.unravel_index(np.argmin(np.where(lung.mask[win], crop, np.inf)), crop.shape)
+    qs = np.arange(max(lung.quantile - p.edge_window[0], 0.0), lung.quantile + p.edge_window[1] + 1e-9, 0.01)
+    levels = _quantiles(img, qs)
+    side = 1 if lung.k_side == 1 else 2
+    a_max = p.max_area * h * w
+    best_score, chosen = -1.0, lung
+    full = np.zeros((h, w), bool)
+    for q, t in zip(qs, levels):
+        lab, _ = ndimage.label(crop <= t, structure=_CROSS)
+        k = lab[seed]
+        if k == 0:
+            continue
+        m = lab == k
+        area = int(np.count_nonzero(m))
+        if area >= a_max:
+            break
+        if (inner[0] and m[0].any()) or (inner[1] and m[-1].any()) or (inner[2] and m[:, 0].any()) or (
+                inner[3] and m[:, -1].any()):
+            break  # the component runs out of the window: a leak, and every higher level leaks too
+        full[:] = False
+        full[win] = m
+        box = _box(full)
+        if not _is_lung(full, area, box, side, p):
+            continue
+        edge = m & ~ndimage.binary_erosion(m, structure=_CROSS)
+        score = float(gcrop[edge].mean())
+        if score > best_score:
+            best_score = score
+            chosen = _Lung(area, float(t), float(q), full.astype(np.uint8), 1, lung.slope, side)
+    return chosen
+
+
 def _zone_trend(work: np.ndarray, best: dict[int, _Lung], max_slope: float) -> float:
     """Slope (intensity per search-grid row) of the brightness inside the found lungs, from the top down.
 
@@ -592,6 +658,55 @@ def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_r
     return out
 
 
+def _opaque_partner(labels: np.ndarray, image: np.ndarray) -> bool:
+    """One lung found: is the other side of the chest where a lung should be, but opaque (a white-out)?
+
+    The mirror image of the found lung about the centre of the image's content must lie inside the image, be
+    brighter than the found lung (opacified, not air outside the body) and be separated from it by a brighter band
+    (the mediastinum). The found lung must end inside the film at the top and bottom.
+    """
+    k = int(labels.max())
+    mask = labels == k
+    (rs, cs) = _box(mask)
+    h, w = labels.shape
+    margin = 0.03 * h
+    if rs.start < margin or rs.stop > h - margin:
+        return False
+    mc = slice(w - cs.stop, w - cs.start)
+    if mc.start < 0.02 * w or mc.stop > 0.98 * w or (mc.start < cs.stop and cs.start < mc.stop):
+        return False
+    lung = float(np.median(image[mask]))
+    mirror = float(np.median(image[rs, mc][mask[rs, cs][:, ::-1]]))
+    gap = image[rs, min(cs.stop, mc.stop) : max(cs.start, mc.start)]
+    return gap.size > 0 and mirror > lung and float(np.median(gap)) > lung
+
+
+def _mirror_complete(labels: np.ndarray, ratio: float, single: bool = False) -> None:
+    """Contralateral shape completion (``PBTSegParams.mirror_completion``), in place on a two-lung label map.
+
+    The mirror axis is the midpoint of the two lungs' lateral extremes (the chest wall is close to symmetric). A
+    lung whose area is below ``ratio`` times the area of its partner's mirror image gets the union with it, on its
+    own side of the axis and outside the other lung.
+    """
+    one, two = labels == 1, labels == 2
+    w = labels.shape[1]
+    if single:  # one lung: mirror about the image's centre
+        axis2 = w - 1
+    else:
+        (r1, c1), (r2, c2) = _box(one), _box(two)
+        axis2 = c1.start + c2.stop - 1  # twice the mirror axis, in column units
+    for k, mask, other in ((1, one, two), (2, two, one)):
+        rows, cols = np.nonzero(other)
+        mc = axis2 - cols
+        ok = (mc >= 0) & (mc < w)
+        if np.count_nonzero(mask) >= ratio * np.count_nonzero(ok):
+            continue
+        mirrored = np.zeros_like(mask)
+        mirrored[rows[ok], mc[ok]] = True
+        side = (np.arange(w) * 2 < axis2) if k == 1 else (np.arange(w) * 2 > axis2)
+        labels[mirrored & side[None, :] & (labels == 0)] = k
+
+
 def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
     """The pair test (``PBTSegParams.require_pair``): two lungs side by side, overlapping in height, of comparable
     height, with a brighter band (the mediastinum) between them at the rows they share."""
@@ -601,7 +716,7 @@ def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
     (r1, c1), (r2, c2) = _box(one), _box(two)
     overlap = min(r1.stop, r2.stop) - max(r1.start, r2.start)
     h1, h2 = r1.stop - r1.start, r2.stop - r2.start
-    if overlap < 0.5 * min(h1, h2) or min(h1, h2) < 0.5 * max(h1, h2) or c1.stop > c2.start + 2:
+    if overlap < 0.3 * min(h1, h2) or min(h1, h2) < 0.35 * max(h1, h2) or c1.stop > c2.start + 2:
         return False
     # lungs end inside the film: shoulders above, diaphragm below (soft tissue beside a long bone runs off it)
     margin = 0.03 * labels.shape[0]
@@ -687,6 +802,15 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
                         continue
                 lung.slope = slope
                 best[side] = lung
+    if p.edge_level:
+        rank_img = to_rank(work) if not p.zone_correction else work_rank
+        gy, gx = np.gradient(rank_img)
+        grad = np.hypot(gy, gx)
+        for side, lung in list(best.items()):
+            lung.k_side = side
+            img = work if not lung.slope else work_rank - (lung.slope * np.arange(work.shape[0],
+                                                                                  dtype=np.float32))[:, None]
+            best[side] = _edge_level(img, lung, grad, p)
     view = labels[r0:r1, c0:c1]
     smooth = None
     if p.diaphragm_reach > 0:
@@ -710,10 +834,17 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         view[m & (view == 0)] = side
         info["lungs"].append(side)
         info["quantiles"][side] = round(best[side].quantile, 4)
+    if p.mirror_completion and len(info["lungs"]) == 1 and _opaque_partner(view, content):
+        # one lung found and the other side opaque (a white-out): the missing lung is the found one's mirror image
+        _mirror_complete(view, p.mirror_completion, single=True)
+        info["lungs"] = [1, 2]
+        info["mirrored"] = True
     if p.require_pair and not _is_chest(view, content):
         view[:] = 0
         info["lungs"], info["quantiles"] = [], {}
         info["reason"] = "no pair of lungs about a brighter mediastinum (not a frontal chest X-ray?)"
+    if p.mirror_completion and len(info["lungs"]) == 2:
+        _mirror_complete(view, p.mirror_completion)
     info["left_found"], info["right_found"] = 1 in info["lungs"], 2 in info["lungs"]
     info["found"] = bool(info["lungs"])
     if not info["found"] and not info["reason"]:
