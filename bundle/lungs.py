@@ -110,6 +110,9 @@ class PBTSegParams:
             Around the search's level (``edge_window`` below and above, in quantiles, at 0.01 steps) the level whose
             component has the strongest mean edge along its border is chosen: the lung's border is the strongest
             edge in its neighbourhood, the border of a leak runs through flat soft tissue.
+        neck_cut: radius, as a fraction of the search image, of a binary opening of each found lung that cuts
+            narrow necks through which it leaked (the published shape tests accept a lung with a thin leak into
+            the air gap beside the arm or into a dark strip inside a collimated border); 0 disables it.
         edge_window: quantile span (below, above) of the search's level tried by ``edge_level``.
         mirror_completion: contralateral shape completion. A dense opacity (a lobar consolidation, an effusion)
             hides part of a lung from any threshold, but the two lungs are close to mirror images about the
@@ -147,6 +150,7 @@ class PBTSegParams:
     lateral_hull: bool = True
     diaphragm_reach: float = 0.12
     edge_level: bool = True
+    neck_cut: float = 0.015
     mirror_completion: float = 0.55
     edge_window: tuple[float, float] = (0.1, 0.06)
     require_pair: bool = True
@@ -494,6 +498,37 @@ def _refine(
     return out
 
 
+def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
+    """Binary opening of a search-grid lung (square of side ``2 * radius + 1``), keeping the largest piece.
+
+    A lung that leaked through a narrow channel (the air gap between arm and chest wall, a dark strip inside a
+    collimated border) keeps its lung shape by the published tests; the opening cuts such necks, which are much
+    narrower than any lung. The largest piece left that passes the lung-shape tests is kept (the lung unchanged
+    when none does). Corners the opening rounds off are restored at full resolution by the band around the mask.
+    """
+    mask = lung.mask
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    r0, r1 = max(rows[0] - radius, 0), rows[-1] + radius + 1
+    c0, c1 = max(cols[0] - radius, 0), cols[-1] + radius + 1
+    size = 2 * radius + 1
+    crop = ndimage.maximum_filter(ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"),
+                                  size, mode="constant").astype(bool)
+    lab, n = ndimage.label(crop, structure=_CROSS)
+    if n == 0:
+        return lung
+    areas = np.bincount(lab.ravel())[1:]
+    if n == 1 and areas[0] == lung.area:
+        return lung
+    full = np.zeros_like(mask)
+    for k in np.argsort(-areas, kind="stable") + 1:  # the largest piece that still looks like a lung
+        full[:] = False
+        full[r0:r1, c0:c1] = lab == k
+        area = int(areas[k - 1])
+        if _is_lung(full, area, _box(full), side, p):
+            return _Lung(area, lung.level, lung.quantile, full.astype(np.uint8), 1, lung.slope, side)
+    return lung
+
+
 def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams) -> _Lung:
     """Re-choose one lung's threshold where its border lies on the strongest edges (``PBTSegParams.edge_level``).
 
@@ -650,7 +685,8 @@ def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_r
     step = np.where(ok & dark_path, step, -np.inf)
     best = step.argmax(axis=0)
     good = step[best, np.arange(cols.size)] >= 0.25 * contrast
-    target = np.where(good, bottom + 1 + best, bottom)
+    # the lateral costophrenic angle is the lowest point of a lung field on a frontal film: no column goes below it
+    target = np.minimum(np.where(good, bottom + 1 + best, bottom), bottom.max() + 1)
     target = np.minimum(target, ndimage.median_filter(target, size=max(3, (cols.size // 12) | 1), mode="nearest"))
     out = mask.copy()
     r = np.arange(h)[:, None]
@@ -802,6 +838,10 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
                         continue
                 lung.slope = slope
                 best[side] = lung
+    if p.neck_cut > 0:
+        radius = max(1, int(round(p.neck_cut * min(work.shape))))
+        for side, lung in list(best.items()):
+            best[side] = _cut_necks(lung, radius, side, p)
     if p.edge_level:
         rank_img = to_rank(work) if not p.zone_correction else work_rank
         gy, gx = np.gradient(rank_img)
