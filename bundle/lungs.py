@@ -110,13 +110,18 @@ class PBTSegParams:
             Around the search's level (``edge_window`` below and above, in quantiles, at 0.01 steps) the level whose
             component has the strongest mean edge along its border is chosen: the lung's border is the strongest
             edge in its neighbourhood, the border of a leak runs through flat soft tissue.
+        join_pieces: join the pieces of a lung that an opacity cuts apart. A band of consolidation across a lung
+            splits it, at every level that keeps it apart from the background, into an upper and a lower piece;
+            the search keeps one. Components at the lung's level of at least this fraction of its area, under or
+            over it within its columns, are joined to it and the columns between them filled; 0 disables it.
         neck_cut: radius, as a fraction of the search image, of a binary opening of each found lung that cuts
             narrow necks through which it leaked (the published shape tests accept a lung with a thin leak into
             the air gap beside the arm or into a dark strip inside a collimated border); 0 disables it.
         edge_window: quantile span (below, above) of the search's level tried by ``edge_level``.
         mirror_completion: contralateral shape completion. A dense opacity (a lobar consolidation, an effusion)
             hides part of a lung from any threshold, but the two lungs are close to mirror images about the
-            midline. A lung whose area is below this fraction of its partner's mirror image is completed with that
+            midline. A lung whose area is below this fraction of its partner's mirror image (0.7 times this fraction
+            for label 2, the patient's left lung, part of whose mirror image the heart takes) is completed with that
             mirror image (on its own side, outside the partner); 0 disables it. Slightly over-covers the heart on
             the patient's left when the left lung is the one completed.
         require_pair: report lungs only as a pair: two lungs side by side that overlap over at least half the
@@ -150,8 +155,9 @@ class PBTSegParams:
     lateral_hull: bool = True
     diaphragm_reach: float = 0.12
     edge_level: bool = True
+    join_pieces: float = 0.15
     neck_cut: float = 0.015
-    mirror_completion: float = 0.55
+    mirror_completion: float = 0.8
     edge_window: tuple[float, float] = (0.1, 0.06)
     require_pair: bool = True
 
@@ -498,6 +504,54 @@ def _refine(
     return out
 
 
+def _pieces(img: np.ndarray, lung: _Lung, p: PBTSegParams) -> list[_Lung]:
+    """Other parts of the same lung cut off by an opacity (``PBTSegParams.join_pieces``), on the search grid.
+
+    At the lung's own level, a component counts as a piece of it when it is at least ``join_pieces`` times the
+    lung's area, lies within the lung's columns for most of its width and starts within a fifth of the image height
+    above or below the lung, and the lung together with it still spans less than the image's central 5/6.
+    """
+    h, w = img.shape
+    lab, n = ndimage.label(img <= lung.level, structure=_CROSS)
+    own = int(lab[np.unravel_index(np.argmax(lung.mask), lab.shape)])
+    if n < 2 or own == 0:
+        return []
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    sr, sc = _box(lung.mask)
+    out = []
+    for k in np.flatnonzero(areas >= p.join_pieces * lung.area):
+        if k in (0, own):
+            continue
+        m = lab == k
+        r, c = _box(m)
+        overlap = min(c.stop, sc.stop) - max(c.start, sc.start)
+        gap = max(r.start - sr.stop, sr.start - r.stop)
+        if overlap < 0.6 * (c.stop - c.start) or gap > 0.2 * h or min(r.start, sr.start) < h / 12 or (
+                max(r.stop, sr.stop) > h - h / 12):
+            continue
+        out.append(_Lung(int(areas[k]), lung.level, lung.quantile, lab, int(k), lung.slope, lung.k_side))
+    return out
+
+
+def _bridge(mask: np.ndarray, pieces: list[np.ndarray]) -> np.ndarray:
+    """Join a lung and its pieces: the union, each column filled between its topmost and bottommost pixel where
+    the column holds pixels of more than one of them (the opacity between the pieces becomes lung)."""
+    union = mask.copy()
+    count = mask.any(axis=0).astype(np.int32)
+    for m in pieces:
+        union |= m
+        count += m.any(axis=0)
+    cols = np.flatnonzero(count > 1)
+    if cols.size == 0:
+        return union
+    sub = union[:, cols]
+    top = sub.argmax(axis=0)
+    bottom = sub.shape[0] - 1 - sub[::-1].argmax(axis=0)
+    r = np.arange(sub.shape[0])[:, None]
+    union[:, cols] |= (r >= top[None, :]) & (r <= bottom[None, :])
+    return union
+
+
 def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
     """Binary opening of a search-grid lung (square of side ``2 * radius + 1``), keeping the largest piece.
 
@@ -735,7 +789,8 @@ def _mirror_complete(labels: np.ndarray, ratio: float, single: bool = False) -> 
         rows, cols = np.nonzero(other)
         mc = axis2 - cols
         ok = (mc >= 0) & (mc < w)
-        if np.count_nonzero(mask) >= ratio * np.count_nonzero(ok):
+        # the heart takes a share of the patient's left lung (label 2): its partner's mirror image is larger
+        if np.count_nonzero(mask) >= ratio * (1.0 if k == 1 else 0.7) * np.count_nonzero(ok):
             continue
         mirrored = np.zeros_like(mask)
         mirrored[rows[ok], mc[ok]] = True
@@ -851,16 +906,24 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
             img = work if not lung.slope else work_rank - (lung.slope * np.arange(work.shape[0],
                                                                                   dtype=np.float32))[:, None]
             best[side] = _edge_level(img, lung, grad, p)
+    extra: dict[int, list[_Lung]] = {}
+    if p.join_pieces > 0:
+        for side, lung in best.items():
+            img = work if not lung.slope else work_rank - (lung.slope * np.arange(work.shape[0],
+                                                                                  dtype=np.float32))[:, None]
+            extra[side] = _pieces(img, lung, p)
     view = labels[r0:r1, c0:c1]
     smooth = None
     if p.diaphragm_reach > 0:
         smooth = _vertical_opening(ndimage.uniform_filter(content, size=f | 1, mode="nearest") if f > 1 else content,
                                    rib_len)
     for side in sorted(best):
+        parts = [best[side]] + extra.get(side, [])
         if f == 1:  # the search grid is the image (the zone correction's ranks are already in the level)
-            m = _fill_holes(best[side].mask) if p.fill_holes else best[side].mask
+            masks = [_fill_holes(x.mask) if p.fill_holes else x.mask for x in parts]
         else:
-            m = _refine(content, best[side], f, rib_len, gain, p.fill_holes, to_rank)
+            masks = [_refine(content, x, f, rib_len, gain, p.fill_holes, to_rank) for x in parts]
+        m = _bridge(masks[0], masks[1:]) if len(masks) > 1 else masks[0]
         if p.spur_removal > 0 and m.any():
             m = _remove_spurs(m, max(1, int(round(p.spur_removal * min(h, w)))))
         if p.diaphragm_reach > 0 and m.any():
