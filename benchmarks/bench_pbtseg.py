@@ -98,12 +98,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=40, help="phantom seeds per size and health state")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the 256 px images")
     parser.add_argument("--timed-images", type=int, default=8)
+    parser.add_argument("--picture", type=Path, default=None,
+                        help="save the hardest 256 px cases (lowest Dice of ours) with true (green), our (red) and "
+                             "published (blue) lung outlines to this PNG")
     args = parser.parse_args()
     seg = load_published(args.reference.resolve())
 
     dices = {("ours", h): [] for h in ("healthy", "diseased")} | {("published", h): [] for h in ("healthy", "diseased")}
     swaps = {"ours": 0, "published": 0}
     speed = {}
+    cases: list = []
     for size in args.sizes:
         timed_imgs = []
         for diseased in (False, True):
@@ -113,8 +117,12 @@ def main() -> None:
                 img = variant(ph.image, VARIANTS[seed % len(VARIANTS)])
                 if len(timed_imgs) < args.timed_images and not diseased:
                     timed_imgs.append(img)
-                for name, lab in (("ours", pbtseg(img)[0]), ("published", published_map(seg, img))):
+                ours_lab, pub_lab = pbtseg(img)[0], published_map(seg, img)
+                for name, lab in (("ours", ours_lab), ("published", pub_lab)):
                     dices[(name, state)] += zone_dice(lab, ph.lung)
+                if args.picture and size == min(args.sizes):
+                    score = min(d[0] for d in zone_dice(ours_lab, ph.lung))
+                    cases.append((score, f"{state} seed {seed}", ph.image, ph.lung, ours_lab, pub_lab))
                     swaps[name] += dice(lab == 1, ph.lung == 2) > 0.3 or dice(lab == 2, ph.lung == 1) > 0.3
         speed[size] = (timed(lambda x: pbtseg(x), timed_imgs, args.repeats),
                        timed(lambda x: published_map(seg, x), timed_imgs, args.repeats))
@@ -135,6 +143,29 @@ def main() -> None:
                 v = fn(d, axis=0)
                 print(f"{state:<10} {stat:<7} " + " ".join(f"{x:>7.3f}" for x in v))
     print("\ntargets (ours): per-lung Dice median >= 0.93 and worst >= 0.85; <= 6 ms per 256 px image")
+    if args.picture:
+        save_picture(args.picture, sorted(cases, key=lambda c: c[0])[:8])
+        print(f"picture of the 8 hardest cases: {args.picture}")
+
+
+def save_picture(path: Path, cases: list) -> None:
+    """Two rows of four: each case with true (green), our (red) and published (blue) outlines."""
+    from scipy import ndimage
+
+    tiles = []
+    for score, name, image, truth, ours, pub in cases:
+        a = image.astype(np.float32)
+        rgb = np.repeat(((a - a.min()) / max(float(np.ptp(a)), 1e-9))[..., None], 3, axis=-1)
+        for lab, colour in ((pub, (0.2, 0.4, 1.0)), (truth, (0.1, 0.9, 0.1)), (ours, (1.0, 0.15, 0.15))):
+            m = lab > 0
+            rgb[m & ~ndimage.binary_erosion(m)] = colour
+        tiles.append(rgb)
+        print(f"  picture: {name} (our worst per-lung Dice {score:.3f})")
+    while len(tiles) % 4:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i:i + 4], axis=1) for i in range(0, len(tiles), 4)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rint(np.concatenate(rows, axis=0) * 255).astype(np.uint8)).save(path, optimize=True)
 
 
 if __name__ == "__main__":

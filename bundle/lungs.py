@@ -492,7 +492,12 @@ def _refine(
     if lung.slope:
         # the zone correction's ranks and trend at full resolution: grid row i averages rows i*f .. i*f + f - 1
         grid_rows = (np.arange(r0, r1, dtype=np.float32) - 0.5 * (f - 1)) / f
-        vals = to_rank(vals) - (lung.slope * grid_rows)[:, None]
+        # rank(v) - slope * row <= level  <=>  v < sorted[floor(N * (level + slope * row))] (side="right" ranks):
+        # one threshold per row instead of a rank lookup per pixel
+        sorted_work = to_rank.sorted  # type: ignore[attr-defined]
+        m = np.floor((lung.level + lung.slope * grid_rows) * sorted_work.size).astype(np.int64)
+        thr = np.where(m < sorted_work.size, sorted_work[np.clip(m, 0, sorted_work.size - 1)], np.inf)
+        vals = np.where(vals < thr[:, None], -np.inf, np.inf)  # compared with the level below
     lab, n = ndimage.label((vals <= lung.level) & band, structure=_CROSS)
     out = np.zeros(content.shape, bool)
     if n == 0:
@@ -660,8 +665,9 @@ def _lateral_hull(mask: np.ndarray, side: int) -> np.ndarray:
     """Extend every row of a lung out to its convex hull on the lateral side (image left for label 1, right for 2).
 
     The hull is built from the pixel-square corners of the leftmost and rightmost pixel of each row; each row is
-    then filled from the hull's lateral edge to the row's medial-most pixel (which also closes gaps inside the row).
-    Rows without lung pixels stay empty, so the apex and the domes are not extended.
+    then filled from the hull's lateral edge to the row's lateral-most pixel. Nothing changes medially (rows under
+    a dome hold lung both at the costophrenic and at the cardiophrenic angle, with the dome between them), and
+    rows without lung pixels stay empty, so the apex and the domes are not extended.
     """
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size < 3:
@@ -695,11 +701,11 @@ def _lateral_hull(mask: np.ndarray, side: int) -> np.ndarray:
     if side == 1:
         edge = np.where(crosses, xs, np.inf).min(axis=1)
         start = np.minimum(np.ceil(edge - 0.5).astype(np.intp), lo)
-        block[r] |= (cols[None, :] >= start[:, None]) & (cols[None, :] < hi[:, None])
+        block[r] |= (cols[None, :] >= start[:, None]) & (cols[None, :] < lo[:, None])
     else:
         edge = np.where(crosses, xs, -np.inf).max(axis=1)
         stop = np.maximum(np.floor(edge + 0.5).astype(np.intp), hi)
-        block[r] |= (cols[None, :] >= lo[:, None]) & (cols[None, :] < stop[:, None])
+        block[r] |= (cols[None, :] >= hi[:, None]) & (cols[None, :] < stop[:, None])
     return out
 
 
@@ -876,6 +882,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
     def to_rank(x: np.ndarray) -> np.ndarray:
         return (np.searchsorted(sorted_work, x, side="right") / np.float32(sorted_work.size)).astype(np.float32)
 
+    to_rank.sorted = sorted_work  # type: ignore[attr-defined]
+
     if p.zone_correction:
         work_rank = to_rank(work)
         slope = _zone_trend(work_rank, best, p.max_zone_slope)
@@ -913,10 +921,6 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
                                                                                   dtype=np.float32))[:, None]
             extra[side] = _pieces(img, lung, p)
     view = labels[r0:r1, c0:c1]
-    smooth = None
-    if p.diaphragm_reach > 0:
-        smooth = _vertical_opening(ndimage.uniform_filter(content, size=f | 1, mode="nearest") if f > 1 else content,
-                                   rib_len)
     for side in sorted(best):
         parts = [best[side]] + extra.get(side, [])
         if f == 1:  # the search grid is the image (the zone correction's ranks are already in the level)
@@ -927,11 +931,23 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         if p.spur_removal > 0 and m.any():
             m = _remove_spurs(m, max(1, int(round(p.spur_removal * min(h, w)))))
         if p.diaphragm_reach > 0 and m.any():
-            m = _to_diaphragm(smooth, m, int(round(p.diaphragm_reach * h)), max(1, int(round(0.01 * h))), to_rank)
+            reach, k = int(round(p.diaphragm_reach * h)), max(1, int(round(0.01 * h)))
+            # the rib-suppressed image as the search saw it, on a window around the lung and the reach below it
+            sr, sc = _box(m)
+            pad = rib_len + f + k
+            wr = slice(max(sr.start - pad, 0), min(sr.stop + reach + pad, h))
+            wc = slice(max(sc.start - f, 0), min(sc.stop + f, w))
+            win = content[wr, wc]
+            smooth = _vertical_opening(ndimage.uniform_filter(win, size=f | 1, mode="nearest") if f > 1 else win,
+                                       rib_len)
+            m[wr, wc] = _to_diaphragm(smooth, m[wr, wc], reach, k, to_rank)
         if p.lateral_hull and m.any():
             m = _lateral_hull(m, side)
-            if p.fill_holes:
-                m = _fill_holes(m)
+            if p.fill_holes:  # on the lung's box (one pixel of margin): labelling the whole background costs more
+                br, bc = _box(m)
+                br = slice(max(br.start - 1, 0), br.stop + 1)
+                bc = slice(max(bc.start - 1, 0), bc.stop + 1)
+                m[br, bc] = _fill_holes(m[br, bc])
         if not m.any():
             continue
         view[m & (view == 0)] = side

@@ -242,7 +242,7 @@ def test_added_steps_reach_the_lower_zones(capsys):
     or pair test: PBTSeg before issue 10) misses lower-zone lung;
     the added steps recover it on the same images (fails on the core-only PBTSeg by construction of the test)."""
     core = dict(zone_correction=False, diaphragm_reach=0.0, lateral_hull=False, edge_level=False, mirror_completion=0.0,
-                require_pair=False)
+                require_pair=False, join_pieces=0.0, neck_cut=0.0)
     seeds = range(300, 312)
     ours, _ = _grid(seeds, [256], diseased=False)
     base, _ = _grid(seeds, [256], diseased=False, **core)
@@ -272,6 +272,25 @@ def test_targets_full_grid(diseased, capsys):
         print("\n" + _report(("diseased" if diseased else "healthy") + ", 40 seeds x 3 sizes", d))
     assert swapped == 0
     assert np.median(d[:, 0]) >= 0.93 and d[:, 0].min() >= 0.85
+
+
+def test_restricted_masks_keep_lesions_at_the_lung_edge():
+    """``restrict_to_lungs`` keeps pixels inside the dilated lung map: on diseased phantoms (lesions at the lung
+    edge and in the lower zones) the map must hold more of each lesion than the core-only PBTSeg does, and never
+    lose a lesion entirely (the core-only map does)."""
+    from bundle.postprocess import dilate_lungs
+
+    core = dict(zone_correction=False, diaphragm_reach=0.0, lateral_hull=False, edge_level=False,
+                mirror_completion=0.0, require_pair=False, join_pieces=0.0, neck_cut=0.0)
+    kept = {"ours": [], "core": []}
+    for seed in range(400, 412):
+        ph = make_phantom(256, seed=seed, diseased=True)
+        les = ph.lesion.astype(bool)
+        for name, params in (("ours", {}), ("core", core)):
+            region = dilate_lungs(torch.from_numpy(pbtseg(ph.image, **params)[0][None])).numpy()[0].astype(bool)
+            kept[name].append((region & les).sum() / max(les.sum(), 1))
+    assert np.mean(kept["ours"]) > np.mean(kept["core"]) + 0.05, kept
+    assert min(kept["ours"]) > 0.25, kept
 
 
 def _lower_leg(size: int, seed: int) -> np.ndarray:
