@@ -35,6 +35,10 @@ sys.path.insert(0, str(ROOT))
 from bundle.data.phantoms import make_phantom  # noqa: E402
 from bundle.lungs import pbtseg  # noqa: E402
 
+#: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
+CORE = dict(zone_correction=False, edge_level=False, neck_cut=0.0, join_pieces=0.0, diaphragm_reach=0.0,
+            lateral_hull=False, mirror_completion=0.0, require_pair=False)
+
 VARIANTS = ("float", "gamma 0.6", "gamma 1.6", "8-bit", "12-bit", "16-bit")
 
 
@@ -125,15 +129,16 @@ def main() -> None:
                     cases.append((score, f"{state} seed {seed}", ph.image, ph.lung, ours_lab, pub_lab))
                     swaps[name] += dice(lab == 1, ph.lung == 2) > 0.3 or dice(lab == 2, ph.lung == 1) > 0.3
         speed[size] = (timed(lambda x: pbtseg(x), timed_imgs, args.repeats),
-                       timed(lambda x: published_map(seg, x), timed_imgs, args.repeats))
+                       timed(lambda x: published_map(seg, x), timed_imgs, args.repeats),
+                       timed(lambda x: pbtseg(x, **CORE), timed_imgs, args.repeats))
         print(f"{size} px done", file=sys.stderr)
 
     print(f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds x sizes {args.sizes}; "
           "storage cycling float / gamma 0.6 / gamma 1.6 / 8 / 12 / 16-bit\n")
     print("Speed, median CPU ms per image (published: resize to 256 + its PBTSeg + resize back)")
-    print(f"{'size':>6} {'ours':>8} {'published':>10} {'ratio':>7}")
-    for size, (o, b) in speed.items():
-        print(f"{size:>6} {o:>8.2f} {b:>10.2f} {b / o:>6.1f}x")
+    print(f"{'size':>6} {'ours':>8} {'published':>10} {'ratio':>7} {'ours, core only':>16}")
+    for size, (o, b, c) in speed.items():
+        print(f"{size:>6} {o:>8.2f} {b:>10.2f} {b / o:>6.1f}x {c:>16.2f}")
     for name in ("ours", "published"):
         print(f"\nDice per lung, {name} (labels swapped in {swaps[name]} images)")
         print(f"{'':<10} {'stat':<7} {'whole':>7} {'upper':>7} {'middle':>7} {'lower':>7}")

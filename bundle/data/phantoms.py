@@ -3,8 +3,14 @@
 The phantoms stand in for real chest X-rays wherever the project needs images with known anatomy: the
 embedded demo dataset, tests and benchmarks. Each phantom is built from a seeded ``numpy.random.Generator``
 as a smooth density map (soft tissue, mediastinum, heart, spine, ribs, clavicles, shoulders, abdomen,
-air-filled lungs with vessel markings), passed through an exponential detector response with random
+air-filled lungs with hila and vessel markings), passed through an exponential detector response with random
 exposure, window and gamma, a slight blur and signal-dependent quantum-like noise.
+
+They are hard on purpose, in the ways real radiographs are hard for an unsupervised lung segmenter: the lung
+fields get denser toward the bases, some adults carry breast shadows over the lower zones, the posterior
+costophrenic recesses show faintly through the domes, the heart's shadow fades over the left lower lung, and
+the films vary in projection (adult PA, AP portable, pediatric), collimation, burned-in side markers and
+rotation (see :func:`make_phantom`).
 
 Every length is a fraction of the image (rows as fractions of the height, columns of the width), so any
 size works, square or not. Orientation follows the image contract: row 0 is the top of the displayed
