@@ -12,6 +12,12 @@ keeps the idea and removes its weaknesses:
   centroid, convex hull solidity and border contact) run only on the few components whose area qualifies.
   The chosen lungs are then re-thresholded at full resolution inside a narrow band around the low-resolution
   result, so the cost beyond the fixed-size search is a few linear passes over the pixels.
+- Real films are brighter in the lower zones than in the upper ones, and the published rule (keep the largest
+  lung-shaped component) stops before the bases or keeps a lung that leaked into neighbouring soft tissue. The
+  progressive thresholding stays the core; documented steps (see :class:`PBTSegParams`) reach the whole lung:
+  a neck cut of leaks, per-zone thresholds from the lungs' own brightness trend, an edge-strength choice of each
+  lung's level, joining pieces cut apart by an opacity, extension down to the diaphragm, a chest-wall constrained
+  (lateral) hull, contralateral mirror completion, and a pair test that keeps non-chest images lung-free.
 - A failed segmentation is not silent: the label map is empty and ``info["found"]`` is False with a reason;
   the dictionary transform logs a warning and records it in the metadata.
 
