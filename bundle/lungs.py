@@ -113,9 +113,9 @@ class PBTSegParams:
         edge_level: choose each lung's final threshold by its border. Growing until the shape tests fail (the
             published rule) keeps the largest lung-shaped component, which on real films often already includes a
             leak into the soft tissue above the apex or beside the chest wall that still looks lung-shaped.
-            Around the search's level (``edge_window`` below and above, in quantiles, at 0.01 steps) the level whose
-            component has the strongest mean edge along its border is chosen: the lung's border is the strongest
-            edge in its neighbourhood, the border of a leak runs through flat soft tissue.
+            Around the search's level (``edge_window`` below and above, in quantiles, at ``edge_step`` steps) the
+            level whose component has the strongest mean edge along its border is chosen: the lung's border is the
+            strongest edge in its neighbourhood, the border of a leak runs through flat soft tissue.
         join_pieces: join the pieces of a lung that an opacity cuts apart. A band of consolidation across a lung
             splits it, at every level that keeps it apart from the background, into an upper and a lower piece;
             the search keeps one. Components at the lung's level of at least this fraction of its area, under or
@@ -124,6 +124,7 @@ class PBTSegParams:
             narrow necks through which it leaked (the published shape tests accept a lung with a thin leak into
             the air gap beside the arm or into a dark strip inside a collimated border); 0 disables it.
         edge_window: quantile span (below, above) of the search's level tried by ``edge_level``.
+        edge_step: quantile step of the levels tried by ``edge_level``.
         mirror_completion: contralateral shape completion. A dense opacity (a lobar consolidation, an effusion)
             hides part of a lung from any threshold, but the two lungs are close to mirror images about the
             midline. A lung whose area is below this fraction of its partner's mirror image (0.7 times this fraction
@@ -165,6 +166,7 @@ class PBTSegParams:
     neck_cut: float = 0.015
     mirror_completion: float = 0.8
     edge_window: tuple[float, float] = (0.1, 0.06)
+    edge_step: float = 0.01
     require_pair: bool = True
 
 
@@ -407,14 +409,14 @@ def _is_lung(mask: np.ndarray, area: int, box: tuple[slice, slice], side: int, p
     return True
 
 
-def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
+def _search(work: np.ndarray, p: PBTSegParams, start: float = 0.0) -> dict[int, _Lung]:
     """Progressive thresholding on the search grid; returns the lung found for label 1 and/or 2.
 
     At each level the components are visited from the largest down; a component smaller than the current lung of
     its side cannot replace it, so the shape tests run on very few components. The search stops once the lungs
     have stopped growing for 2 levels past ``stop_quantile``. Then each lung is tried once more half a step above
     its level (the component there contains it, as thresholds are nested), which gives the resolution of a
-    twice finer level grid for one extra labelling.
+    twice finer level grid for one extra labelling. Levels below the quantile ``start`` are skipped.
     """
     h, w = work.shape
     # at least 64 grid pixels: on tiny images a few noise pixels would otherwise pass the fractional minimum
@@ -423,6 +425,8 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
     fine = np.arange(p.quantile_range[0], p.quantile_range[1] + 1e-9, 0.5 * p.quantile_step)
     fine_levels = _quantiles(work, fine)  # one sort serves the levels and the half-step retries
     qs, levels = fine[::2], fine_levels[::2]
+    keep = qs >= start
+    qs, levels = qs[keep], levels[keep]
     best: dict[int, _Lung] = {}
     last, idle = None, 0
     for q, t in zip(qs, levels):
@@ -597,8 +601,8 @@ def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
 def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams) -> _Lung:
     """Re-choose one lung's threshold where its border lies on the strongest edges (``PBTSegParams.edge_level``).
 
-    Levels at fine quantile steps (0.01) around the search's level are tried on a window around the lung: the
-    component holding the lung's darkest pixel must pass the lung-shape tests and stay inside the window; of
+    Levels at fine quantile steps (``edge_step``) around the search's level are tried on a window around the lung:
+    the component holding the lung's darkest pixel must pass the lung-shape tests and stay inside the window; of
     those, the one whose border pixels have the highest mean gradient magnitude (``grad``) wins.
 
     Args:
@@ -613,7 +617,7 @@ def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams)
     crop, gcrop = img[win], grad[win]
     inner = (win[0].start > 0, win[0].stop < h, win[1].start > 0, win[1].stop < w)  # window edges inside the image
     seed = np.unravel_index(np.argmin(np.where(lung.mask[win], crop, np.inf)), crop.shape)
-    qs = np.arange(max(lung.quantile - p.edge_window[0], 0.0), lung.quantile + p.edge_window[1] + 1e-9, 0.01)
+    qs = np.arange(max(lung.quantile - p.edge_window[0], 0.0), lung.quantile + p.edge_window[1] + 1e-9, p.edge_step)
     levels = _quantiles(img, qs)
     side = 1 if lung.k_side == 1 else 2
     a_max = p.max_area * h * w
@@ -896,7 +900,9 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         if slope > 0:
             grid_ramp = work_rank - (slope * np.arange(work.shape[0], dtype=np.float32))[:, None]
             margin_r, margin_c = 0.05 * work.shape[0], 0.05 * work.shape[1]
-            for side, lung in _search(grid_ramp, p).items():
+            # the corrected lungs are at least as large as the first ones: start a little below their levels
+            start = min(b.quantile for b in best.values()) - 2 * p.quantile_step
+            for side, lung in _search(grid_ramp, p, start).items():
                 first = best.get(side)
                 if first is not None:
                     # the corrected lung may reach further down (the lower zones), not leak sideways or upward
