@@ -621,7 +621,7 @@ def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams)
     levels = _quantiles(img, qs)
     side = 1 if lung.k_side == 1 else 2
     a_max = p.max_area * h * w
-    best_score, chosen = -1.0, lung
+    best_score, best_m, best_t, best_q, best_area = -1.0, None, 0.0, 0.0, 0
     full = np.zeros((h, w), bool)
     for q, t in zip(qs, levels):
         lab, _ = ndimage.label(crop <= t, structure=_CROSS)
@@ -635,17 +635,20 @@ def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams)
         if (inner[0] and m[0].any()) or (inner[1] and m[-1].any()) or (inner[2] and m[:, 0].any()) or (
                 inner[3] and m[:, -1].any()):
             break  # the component runs out of the window: a leak, and every higher level leaks too
-        full[:] = False
-        full[win] = m
-        box = _box(full)
+        full[win] = m  # nothing outside the window is ever set
+        br, bc = _box(m)
+        box = (slice(br.start + win[0].start, br.stop + win[0].start), slice(bc.start + win[1].start,
+                                                                            bc.stop + win[1].start))
         if not _is_lung(full, area, box, side, p):
             continue
         edge = m & ~ndimage.binary_erosion(m, structure=_CROSS)
         score = float(gcrop[edge].mean())
         if score > best_score:
-            best_score = score
-            chosen = _Lung(area, float(t), float(q), full.astype(np.uint8), 1, lung.slope, side)
-    return chosen
+            best_score, best_m, best_t, best_q, best_area = score, m, float(t), float(q), area
+    if best_score < 0:
+        return lung
+    full[win] = best_m
+    return _Lung(best_area, best_t, best_q, full.astype(np.uint8), 1, lung.slope, side)
 
 
 def _zone_trend(work: np.ndarray, best: dict[int, _Lung], max_slope: float) -> float:
