@@ -834,7 +834,8 @@ def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
         return False
     rows = slice(max(r1.start, r2.start), min(r1.stop, r2.stop))
     mid = image[rows, c1.stop : max(c2.start, c1.stop + 1)]
-    lung_level = max(float(np.median(image[one])), float(np.median(image[two])))
+    # the darker lung: the other may be largely consolidated (brighter than the mediastinum)
+    lung_level = min(float(np.median(image[one])), float(np.median(image[two])))
     return mid.size > 0 and float(np.median(mid)) > lung_level
 
 
@@ -973,12 +974,12 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         _mirror_complete(view, p.mirror_completion, single=True)
         info["lungs"] = [1, 2]
         info["mirrored"] = True
+    if p.mirror_completion and len(info["lungs"]) == 2 and not info.get("mirrored"):
+        _mirror_complete(view, p.mirror_completion)
     if p.require_pair and not _is_chest(view, content):
         view[:] = 0
         info["lungs"], info["quantiles"] = [], {}
         info["reason"] = "no pair of lungs about a brighter mediastinum (not a frontal chest X-ray?)"
-    if p.mirror_completion and len(info["lungs"]) == 2:
-        _mirror_complete(view, p.mirror_completion)
     info["left_found"], info["right_found"] = 1 in info["lungs"], 2 in info["lungs"]
     info["found"] = bool(info["lungs"])
     if not info["found"] and not info["reason"]:
