@@ -1,16 +1,15 @@
-"""PBTSeg speed on one CPU core: bundle.lungs.pbtseg against a published-style baseline, side by side.
+"""PBTSeg side by side with the published PBTSeg: speed on one CPU core and Dice by lung zone on hard phantoms.
 
-Target: <= 5 ms per 256x256 image (the published Python implementation takes about 45 ms) and a cost that grows
-no worse than linearly with the pixel count.
+The published code is imported from ``--reference DIR`` (default ``../shared/reference/art-asyn-published`` relative
+to the repository root; point it at your own clone of the published repository). It is run as published: the
+8-bit image resized to 256 x 256, fixed thresholds; its map is resized back (nearest) for scoring. Both run on the
+same phantoms (``bundle.data.phantoms``, healthy and diseased), the storage cycling over float, gamma 0.6 / 1.6 and
+8 / 12 / 16-bit. Dice is per lung and per zone (upper / middle / lower third of the true lung's rows).
 
-The baseline re-implements the published procedure as described in ALGORITHM.md section 1: the image in 8-bit,
-fixed thresholds t = 50, 55, ..., 160, at each threshold a fresh connected-component labelling
-(``skimage.measure.label``) and region properties with a convex hull per area-qualifying component (solidity,
-hull perimeter on the border), the two largest qualifying components assigned to a side, early stop above
-t = 130, holes filled at the end. Its pixel areas are scaled with the image (2000..10000 px at 256x256) so that it
-does the same work at every size; otherwise it would find nothing above 256 px and stop early.
+Speed target: <= 6 ms per 256 px image on one core (our PBTSeg). Figures measured on a loaded machine are
+pessimistic; the ratio of the two, measured in one run, is the robust figure.
 
-Run: ``python benchmarks/bench_pbtseg.py [--repeats 5] [--images 4] [--sizes 256 512 1024]``
+Run: ``python benchmarks/bench_pbtseg.py [--reference DIR] [--seeds 40] [--sizes 256 512 1024] [--repeats 3]``
 """
 
 from __future__ import annotations
@@ -21,133 +20,157 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import ndimage  # noqa: E402
-from scipy.spatial import ConvexHull, QhullError  # noqa: E402
-from skimage.measure import label as sk_label  # noqa: E402
-from skimage.measure import regionprops  # noqa: E402
+from PIL import Image  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from bundle.data.phantoms import make_phantom  # noqa: E402
 from bundle.lungs import pbtseg  # noqa: E402
 
+#: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
+CORE = dict(zone_correction=False, edge_level=False, neck_cut=0.0, join_pieces=0.0, diaphragm_reach=0.0,
+            lateral_hull=False, mirror_completion=0.0, require_pair=False)
 
-def published_style(image: np.ndarray) -> np.ndarray:
-    """The published PBTSeg procedure (fixed 8-bit thresholds, full recomputation per level), for timing."""
-    img = np.clip(image * 255.0, 0, 255).astype(np.uint8)
-    h, w = img.shape
-    scale = h * w / (256.0 * 256.0)
-    a_min, a_max = 2000 * scale, 10000 * scale
-    best = {1: (0, None), 2: (0, None)}
-    for t in range(50, 161, 5):
-        lab = sk_label(img <= t, connectivity=1)
-        good = []
-        for r in regionprops(lab):
-            if not a_min < r.area < a_max:
-                continue
-            r0, c0, r1, c1 = r.bbox
-            if r1 - r0 <= c1 - c0:
-                continue
-            cy, cx = r.centroid
-            if not (h / 6 < cy < 5 * h / 6 and w / 6 < cx < 5 * w / 6):
-                continue
-            if r.solidity <= 0.6:  # skimage computes the component's convex hull image here
-                continue
-            pts = np.concatenate([r.coords, r.coords + [1, 0], r.coords + [0, 1], r.coords + [1, 1]]).astype(float)
-            try:
-                hull = ConvexHull(pts)
-            except QhullError:
-                continue
-            v = pts[hull.vertices]
-            e1 = np.roll(v, -1, axis=0)
-            on = ((v[:, 0] == 0) & (e1[:, 0] == 0)) | ((v[:, 0] == h) & (e1[:, 0] == h)) | (
-                (v[:, 1] == 0) & (e1[:, 1] == 0)) | ((v[:, 1] == w) & (e1[:, 1] == w))
-            if np.hypot(*(e1 - v)[on].T).sum() >= 0.15 * hull.area:
-                continue
-            good.append(r)
-        if not good and t > 130:
-            break
-        for r in sorted(good, key=lambda g: -g.area)[:2]:
-            if r.bbox[1] < w / 3 and r.area > best[1][0]:
-                best[1] = (r.area, lab == r.label)
-            elif r.bbox[3] > 2 * w / 3 and r.area > best[2][0]:
-                best[2] = (r.area, lab == r.label)
-    out = np.zeros((h, w), np.uint8)
-    for side in (1, 2):
-        if best[side][1] is not None:
-            out[ndimage.binary_fill_holes(best[side][1]) & (out == 0)] = side
-    return out
+VARIANTS = ("float", "gamma 0.6", "gamma 1.6", "8-bit", "12-bit", "16-bit")
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
+def variant(image: np.ndarray, name: str) -> np.ndarray:
+    if name.startswith("gamma"):
+        return image ** float(name.split()[1])
+    bits = {"8-bit": (255, np.uint8), "12-bit": (4095, np.uint16), "16-bit": (65535, np.uint16)}.get(name)
+    return np.rint(image * bits[0]).astype(bits[1]) if bits else image
+
+
+def load_published(reference: Path):
+    """The published ``lung_segmentation`` (its folder goes on sys.path, as its scripts import each other)."""
+    if not (reference / "PBTSeg.py").is_file():
+        raise SystemExit(f"--reference {reference}: no PBTSeg.py there (a clone of the published ART-ASyn code)")
+    sys.path.insert(0, str(reference))
+    return importlib.import_module("PBTSeg").lung_segmentation
+
+
+def published_map(seg, image: np.ndarray) -> np.ndarray:
+    """Published pipeline: min-max to 8-bit, resize to 256 x 256, segment, labels back to the image size."""
+    a = image.astype(np.float64)
+    a = (a - a.min()) / max(a.max() - a.min(), 1e-12)
+    small = np.asarray(Image.fromarray(np.rint(a * 255).astype(np.uint8)).resize((256, 256), Image.BILINEAR))
+    right, left = seg(small)
+    lab = np.zeros((256, 256), np.uint8)
+    lab[right.astype(bool)] = 1
+    lab[left.astype(bool)] = 2
+    return np.asarray(Image.fromarray(lab).resize(image.shape[::-1], Image.NEAREST))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
     s = a.sum() + b.sum()
     return float(2 * (a & b).sum() / s) if s else 1.0
 
 
-def _median_ms(fn, images, repeats: int) -> tuple[float, float]:
-    """Median (wall, CPU) milliseconds per call; CPU time is less disturbed by other processes on the core."""
-    wall, cpu = [], []
+def zone_dice(labels: np.ndarray, truth: np.ndarray) -> list[list[float]]:
+    out = []
+    for k in (1, 2):
+        t, p = truth == k, labels == k
+        rows = np.flatnonzero(t.any(axis=1))
+        cut = np.linspace(rows[0], rows[-1] + 1, 4).round().astype(int)
+        out.append([dice(p, t)] + [dice(p[cut[i]:cut[i + 1]], t[cut[i]:cut[i + 1]]) for i in range(3)])
+    return out
+
+
+def timed(fn, images, repeats: int) -> float:
+    """Median CPU milliseconds per call (CPU time is less disturbed by other processes than wall time)."""
+    cpu = []
     for _ in range(repeats):
         for img in images:
-            t0, c0 = time.perf_counter(), time.thread_time()
+            c0 = time.thread_time()
             fn(img)
             cpu.append((time.thread_time() - c0) * 1000.0)
-            wall.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(wall), statistics.median(cpu)
-
-
-def _reference_ms() -> float:
-    """This machine's speed in one number: CPU ms of one scipy labelling of a 128x128 random mask."""
-    mask = np.random.default_rng(0).random((128, 128)) < 0.45
-    c0 = time.thread_time()
-    for _ in range(200):
-        ndimage.label(mask)
-    return (time.thread_time() - c0) * 1000.0 / 200
+    return statistics.median(cpu)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, default=ROOT / ".." / "shared" / "reference" / "art-asyn-published")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--images", type=int, default=4, help="phantoms per size")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes over the phantoms")
-    parser.add_argument("--baseline-repeats", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=40, help="phantom seeds per size and health state")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the 256 px images")
+    parser.add_argument("--timed-images", type=int, default=8)
+    parser.add_argument("--picture", type=Path, default=None,
+                        help="save the hardest 256 px cases (lowest Dice of ours) with true (green), our (red) and "
+                             "published (blue) lung outlines to this PNG")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(f"PBTSeg on one CPU core (torch threads {torch.get_num_threads()}, OMP/MKL threads 1); "
-          f"{args.images} phantoms x {args.repeats} passes per size; median ms per image\n")
-    header = (f"{'size':>6} {'ours ms':>8} {'ours cpu':>9} {'cpu/Mpx':>8} {'base ms':>9} {'base cpu':>9} "
-              f"{'speed-up':>9} {'Dice ours':>10} {'Dice base':>10}")
-    print(header)
-    print("-" * len(header))
-    rows = []
+    seg = load_published(args.reference.resolve())
+
+    dices = {("ours", h): [] for h in ("healthy", "diseased")} | {("published", h): [] for h in ("healthy", "diseased")}
+    swaps = {"ours": 0, "published": 0}
+    speed = {}
+    cases: list = []
     for size in args.sizes:
-        phantoms = [make_phantom(size, seed=100 + i) for i in range(args.images)]
-        images = [p.image for p in phantoms]
-        for img in images:  # warm-up (imports, caches)
-            pbtseg(img)
-        ours, ours_cpu = _median_ms(lambda x: pbtseg(x), images, args.repeats)
-        base, base_cpu = _median_ms(published_style, images, args.baseline_repeats)
-        d_ours = np.mean([_dice(pbtseg(p.image)[0] == k, p.lung == k) for p in phantoms for k in (1, 2)])
-        d_base = np.mean([_dice(published_style(p.image) == k, p.lung == k) for p in phantoms for k in (1, 2)])
-        mpx = size * size / 1e6
-        rows.append((size, ours_cpu, base_cpu))
-        print(f"{size:>6} {ours:>8.2f} {ours_cpu:>9.2f} {ours_cpu / mpx:>8.1f} {base:>9.1f} {base_cpu:>9.1f} "
-              f"{base_cpu / ours_cpu:>8.1f}x {d_ours:>10.3f} {d_base:>10.3f}")
-    if len(rows) > 1:
-        (s0, t0, _), (s1, t1, _) = rows[0], rows[-1]
-        print(f"\ncost growth {s0}->{s1} px: x{t1 / t0:.1f} CPU time for x{(s1 / s0) ** 2:.0f} pixels "
-              f"({'linear or better' if t1 / t0 <= 1.1 * (s1 / s0) ** 2 else 'super-linear'})")
-    ref = _reference_ms()
-    print(f"machine reference: one 128x128 scipy.ndimage.label = {ref:.3f} ms CPU "
-          f"(about 0.1 ms on an idle modern core; scale the figures accordingly)")
-    print("target: <= 5 ms per 256x256 image (published Python: about 45 ms)")
+        timed_imgs = []
+        for diseased in (False, True):
+            state = "diseased" if diseased else "healthy"
+            for seed in range(args.seeds):
+                ph = make_phantom(size, seed=seed, diseased=diseased)
+                img = variant(ph.image, VARIANTS[seed % len(VARIANTS)])
+                if len(timed_imgs) < args.timed_images and not diseased:
+                    timed_imgs.append(img)
+                ours_lab, pub_lab = pbtseg(img)[0], published_map(seg, img)
+                for name, lab in (("ours", ours_lab), ("published", pub_lab)):
+                    dices[(name, state)] += zone_dice(lab, ph.lung)
+                if args.picture and size == min(args.sizes):
+                    score = min(d[0] for d in zone_dice(ours_lab, ph.lung))
+                    cases.append((score, f"{state} seed {seed}", ph.image, ph.lung, ours_lab, pub_lab))
+                    swaps[name] += dice(lab == 1, ph.lung == 2) > 0.3 or dice(lab == 2, ph.lung == 1) > 0.3
+        speed[size] = (timed(lambda x: pbtseg(x), timed_imgs, args.repeats),
+                       timed(lambda x: published_map(seg, x), timed_imgs, args.repeats),
+                       timed(lambda x: pbtseg(x, **CORE), timed_imgs, args.repeats))
+        print(f"{size} px done", file=sys.stderr)
+
+    print(f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds x sizes {args.sizes}; "
+          "storage cycling float / gamma 0.6 / gamma 1.6 / 8 / 12 / 16-bit\n")
+    print("Speed, median CPU ms per image (published: resize to 256 + its PBTSeg + resize back)")
+    print(f"{'size':>6} {'ours':>8} {'published':>10} {'ratio':>7} {'ours, core only':>16}")
+    for size, (o, b, c) in speed.items():
+        print(f"{size:>6} {o:>8.2f} {b:>10.2f} {b / o:>6.1f}x {c:>16.2f}")
+    for name in ("ours", "published"):
+        print(f"\nDice per lung, {name} (labels swapped in {swaps[name]} images)")
+        print(f"{'':<10} {'stat':<7} {'whole':>7} {'upper':>7} {'middle':>7} {'lower':>7}")
+        for state in ("healthy", "diseased"):
+            d = np.array(dices[(name, state)])
+            for stat, fn in (("median", np.median), ("mean", np.mean), ("worst", np.min)):
+                v = fn(d, axis=0)
+                print(f"{state:<10} {stat:<7} " + " ".join(f"{x:>7.3f}" for x in v))
+    print("\ntargets (ours): per-lung Dice median >= 0.93 and worst >= 0.85; <= 6 ms per 256 px image")
+    if args.picture:
+        save_picture(args.picture, sorted(cases, key=lambda c: c[0])[:8])
+        print(f"picture of the 8 hardest cases: {args.picture}")
+
+
+def save_picture(path: Path, cases: list) -> None:
+    """Two rows of four: each case with true (green), our (red) and published (blue) outlines."""
+    from scipy import ndimage
+
+    tiles = []
+    for score, name, image, truth, ours, pub in cases:
+        a = image.astype(np.float32)
+        rgb = np.repeat(((a - a.min()) / max(float(np.ptp(a)), 1e-9))[..., None], 3, axis=-1)
+        for lab, colour in ((pub, (0.2, 0.4, 1.0)), (truth, (0.1, 0.9, 0.1)), (ours, (1.0, 0.15, 0.15))):
+            m = lab > 0
+            rgb[m & ~ndimage.binary_erosion(m)] = colour
+        tiles.append(rgb)
+        print(f"  picture: {name} (our worst per-lung Dice {score:.3f})")
+    while len(tiles) % 4:
+        tiles.append(np.zeros_like(tiles[0]))
+    rows = [np.concatenate(tiles[i:i + 4], axis=1) for i in range(0, len(tiles), 4)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.rint(np.concatenate(rows, axis=0) * 255).astype(np.uint8)).save(path, optimize=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,12 @@ keeps the idea and removes its weaknesses:
   centroid, convex hull solidity and border contact) run only on the few components whose area qualifies.
   The chosen lungs are then re-thresholded at full resolution inside a narrow band around the low-resolution
   result, so the cost beyond the fixed-size search is a few linear passes over the pixels.
+- Real films are brighter in the lower zones than in the upper ones, and the published rule (keep the largest
+  lung-shaped component) stops before the bases or keeps a lung that leaked into neighbouring soft tissue. The
+  progressive thresholding stays the core; documented steps (see :class:`PBTSegParams`) reach the whole lung:
+  a neck cut of leaks, per-zone thresholds from the lungs' own brightness trend, an edge-strength choice of each
+  lung's level, joining pieces cut apart by an opacity, extension down to the diaphragm, a chest-wall constrained
+  (lateral) hull, contralateral mirror completion, and a pair test that keeps non-chest images lung-free.
 - A failed segmentation is not silent: the label map is empty and ``info["found"]`` is False with a reason;
   the dictionary transform logs a warning and records it in the metadata.
 
@@ -85,6 +91,52 @@ class PBTSegParams:
             and leaks from each lung (at least one pixel; 0 disables it).
         stop_quantile: past this quantile the search stops once the lungs have not grown for two levels (the
             published code stops above t = 130 when no component qualifies).
+        zone_correction: per-zone thresholds. Real lung fields get brighter toward the bases (more soft tissue,
+            breast shadows, vessels), so one global threshold that keeps the lungs apart from the background stops
+            before the lower zones. The vertical trend of the intensity inside the lungs found first is measured
+            (a line fitted to the mean of each lung row) and the search is repeated once on the image minus that
+            trend: every zone of the lung is then thresholded relative to its own expected brightness. A lung
+            from the second search replaces the first only where it contains most of it.
+        max_zone_slope: cap of the trend, as the largest rise across the whole image height in units of the
+            intensity spread inside the first lungs (standard deviation); guards against wild extrapolation.
+        lateral_hull: chest-wall constrained hull. The lateral border of a lung follows the chest wall and is
+            convex, so an opacity that cuts into the lung from the chest wall (a consolidation at the lung edge, a
+            blunted costophrenic angle) leaves a bite out of an otherwise convex border. Each row of the lung is
+            extended out to the convex hull on its lateral side only; the medial border (heart, hilum,
+            mediastinum), which is legitimately concave, is left as found.
+        diaphragm_reach: extension to the diaphragm, as the longest reach in fractions of the height (0 disables
+            it). Just above the domes the lung is thin and dense, so thresholds stop short of the diaphragm.
+            Below each column of the lung the strongest dark-to-bright step within the reach is located on the
+            rib-suppressed image; when it is a clear step (the lung-to-abdomen contrast) and the image above it is
+            still as dark as the lung's lower third, the column is extended down to it. The step rows are median
+            filtered across the columns, so one noisy column cannot make a spike.
+        edge_level: choose each lung's final threshold by its border. Growing until the shape tests fail (the
+            published rule) keeps the largest lung-shaped component, which on real films often already includes a
+            leak into the soft tissue above the apex or beside the chest wall that still looks lung-shaped.
+            Around the search's level (``edge_window`` below and above, in quantiles, at ``edge_step`` steps) the
+            level whose component has the strongest mean edge along its border is chosen: the lung's border is the
+            strongest edge in its neighbourhood, the border of a leak runs through flat soft tissue.
+        join_pieces: join the pieces of a lung that an opacity cuts apart. A band of consolidation across a lung
+            splits it, at every level that keeps it apart from the background, into an upper and a lower piece;
+            the search keeps one. Components at the lung's level of at least this fraction of its area, under or
+            over it within its columns, are joined to it and the columns between them filled; 0 disables it.
+        neck_cut: radius, as a fraction of the search image, of a binary opening of each found lung that cuts
+            narrow necks through which it leaked (the published shape tests accept a lung with a thin leak into
+            the air gap beside the arm or into a dark strip inside a collimated border); 0 disables it.
+        edge_window: quantile span (below, above) of the search's level tried by ``edge_level``.
+        edge_step: quantile step of the levels tried by ``edge_level``.
+        mirror_completion: contralateral shape completion. A dense opacity (a lobar consolidation, an effusion)
+            hides part of a lung from any threshold, but the two lungs are close to mirror images about the
+            midline. A lung whose area is below this fraction of its partner's mirror image (0.7 times this fraction
+            for label 2, the patient's left lung, part of whose mirror image the heart takes) is completed with that
+            mirror image (on its own side, outside the partner); 0 disables it. Slightly over-covers the heart on
+            the patient's left when the left lung is the one completed.
+        require_pair: report lungs only as a pair: two lungs side by side that overlap over at least half the
+            height of the shorter one, of comparable heights, ending at least 3 % of the height inside the top and
+            bottom of the image, with a brighter band (the mediastinum) between them.
+            Natural photographs and radiographs of other body parts (the soft tissue either side of a long bone)
+            can hold one or two dark lung-shaped regions; a frontal chest has the pair about the mediastinum. The
+            price: a chest with one lung completely opacified gets no map at all (reported, not silent).
     """
 
     search_size: int = 128
@@ -105,6 +157,17 @@ class PBTSegParams:
     rib_suppression: float = 0.04
     spur_removal: float = 0.006
     stop_quantile: float = 0.5
+    zone_correction: bool = True
+    max_zone_slope: float = 2.0
+    lateral_hull: bool = True
+    diaphragm_reach: float = 0.12
+    edge_level: bool = True
+    join_pieces: float = 0.15
+    neck_cut: float = 0.015
+    mirror_completion: float = 0.8
+    edge_window: tuple[float, float] = (0.1, 0.06)
+    edge_step: float = 0.01
+    require_pair: bool = True
 
 
 def _as_2d_float(image: Any) -> np.ndarray:
@@ -305,6 +368,8 @@ class _Lung:
     quantile: float
     labels: np.ndarray
     k: int
+    slope: float = 0.0  # per-row trend subtracted from the search image (zone correction), grid units
+    k_side: int = 0  # the side (1 or 2) when known
 
     @property
     def mask(self) -> np.ndarray:
@@ -344,14 +409,14 @@ def _is_lung(mask: np.ndarray, area: int, box: tuple[slice, slice], side: int, p
     return True
 
 
-def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
+def _search(work: np.ndarray, p: PBTSegParams, start: float = 0.0) -> dict[int, _Lung]:
     """Progressive thresholding on the search grid; returns the lung found for label 1 and/or 2.
 
     At each level the components are visited from the largest down; a component smaller than the current lung of
     its side cannot replace it, so the shape tests run on very few components. The search stops once the lungs
     have stopped growing for 2 levels past ``stop_quantile``. Then each lung is tried once more half a step above
     its level (the component there contains it, as thresholds are nested), which gives the resolution of a
-    twice finer level grid for one extra labelling.
+    twice finer level grid for one extra labelling. Levels below the quantile ``start`` are skipped.
     """
     h, w = work.shape
     # at least 64 grid pixels: on tiny images a few noise pixels would otherwise pass the fractional minimum
@@ -360,6 +425,8 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
     fine = np.arange(p.quantile_range[0], p.quantile_range[1] + 1e-9, 0.5 * p.quantile_step)
     fine_levels = _quantiles(work, fine)  # one sort serves the levels and the half-step retries
     qs, levels = fine[::2], fine_levels[::2]
+    keep = qs >= start
+    qs, levels = qs[keep], levels[keep]
     best: dict[int, _Lung] = {}
     last, idle = None, 0
     for q, t in zip(qs, levels):
@@ -404,7 +471,8 @@ def _search(work: np.ndarray, p: PBTSegParams) -> dict[int, _Lung]:
 
 
 def _refine(
-    content: np.ndarray, lung: _Lung, f: int, rib_len: int, gain: np.ndarray | None, fill_holes: bool
+    content: np.ndarray, lung: _Lung, f: int, rib_len: int, gain: np.ndarray | None, fill_holes: bool,
+    to_rank: Any = None,
 ) -> np.ndarray:
     """Re-threshold one lung at full resolution inside a band of one search pixel around its search-grid mask.
 
@@ -431,6 +499,15 @@ def _refine(
         region = ndimage.uniform_filter(region, size=f | 1, mode="nearest")  # odd box, centred
     region = _vertical_opening(region, rib_len)
     vals = region[r0 - pr0 : r1 - pr0, c0 - pc0 : c1 - pc0]
+    if lung.slope:
+        # the zone correction's ranks and trend at full resolution: grid row i averages rows i*f .. i*f + f - 1
+        grid_rows = (np.arange(r0, r1, dtype=np.float32) - 0.5 * (f - 1)) / f
+        # rank(v) - slope * row <= level  <=>  v < sorted[floor(N * (level + slope * row))] (side="right" ranks):
+        # one threshold per row instead of a rank lookup per pixel
+        sorted_work = to_rank.sorted  # type: ignore[attr-defined]
+        m = np.floor((lung.level + lung.slope * grid_rows) * sorted_work.size).astype(np.int64)
+        thr = np.where(m < sorted_work.size, sorted_work[np.clip(m, 0, sorted_work.size - 1)], np.inf)
+        vals = np.where(vals < thr[:, None], -np.inf, np.inf)  # compared with the level below
     lab, n = ndimage.label((vals <= lung.level) & band, structure=_CROSS)
     out = np.zeros(content.shape, bool)
     if n == 0:
@@ -440,6 +517,326 @@ def _refine(
         keep = _fill_holes(keep)
     out[r0:r1, c0:c1] = keep
     return out
+
+
+def _pieces(img: np.ndarray, lung: _Lung, p: PBTSegParams) -> list[_Lung]:
+    """Other parts of the same lung cut off by an opacity (``PBTSegParams.join_pieces``), on the search grid.
+
+    At the lung's own level, a component counts as a piece of it when it is at least ``join_pieces`` times the
+    lung's area, lies within the lung's columns for most of its width and starts within a fifth of the image height
+    above or below the lung, and the lung together with it still spans less than the image's central 5/6.
+    """
+    h, w = img.shape
+    lab, n = ndimage.label(img <= lung.level, structure=_CROSS)
+    own = int(lab[np.unravel_index(np.argmax(lung.mask), lab.shape)])
+    if n < 2 or own == 0:
+        return []
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    sr, sc = _box(lung.mask)
+    out = []
+    for k in np.flatnonzero(areas >= p.join_pieces * lung.area):
+        if k in (0, own):
+            continue
+        m = lab == k
+        r, c = _box(m)
+        overlap = min(c.stop, sc.stop) - max(c.start, sc.start)
+        gap = max(r.start - sr.stop, sr.start - r.stop)
+        if overlap < 0.6 * (c.stop - c.start) or gap > 0.2 * h or min(r.start, sr.start) < h / 12 or (
+                max(r.stop, sr.stop) > h - h / 12):
+            continue
+        out.append(_Lung(int(areas[k]), lung.level, lung.quantile, lab, int(k), lung.slope, lung.k_side))
+    return out
+
+
+def _bridge(mask: np.ndarray, pieces: list[np.ndarray]) -> np.ndarray:
+    """Join a lung and its pieces: the union, each column filled between its topmost and bottommost pixel where
+    the column holds pixels of more than one of them (the opacity between the pieces becomes lung)."""
+    union = mask.copy()
+    count = mask.any(axis=0).astype(np.int32)
+    for m in pieces:
+        union |= m
+        count += m.any(axis=0)
+    cols = np.flatnonzero(count > 1)
+    if cols.size == 0:
+        return union
+    sub = union[:, cols]
+    top = sub.argmax(axis=0)
+    bottom = sub.shape[0] - 1 - sub[::-1].argmax(axis=0)
+    r = np.arange(sub.shape[0])[:, None]
+    union[:, cols] |= (r >= top[None, :]) & (r <= bottom[None, :])
+    return union
+
+
+def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
+    """Binary opening of a search-grid lung (square of side ``2 * radius + 1``), keeping the largest piece.
+
+    A lung that leaked through a narrow channel (the air gap between arm and chest wall, a dark strip inside a
+    collimated border) keeps its lung shape by the published tests; the opening cuts such necks, which are much
+    narrower than any lung. The largest piece left that passes the lung-shape tests is kept (the lung unchanged
+    when none does). Corners the opening rounds off are restored at full resolution by the band around the mask.
+    """
+    mask = lung.mask
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    r0, r1 = max(rows[0] - radius, 0), rows[-1] + radius + 1
+    c0, c1 = max(cols[0] - radius, 0), cols[-1] + radius + 1
+    size = 2 * radius + 1
+    crop = ndimage.maximum_filter(ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"),
+                                  size, mode="constant").astype(bool)
+    lab, n = ndimage.label(crop, structure=_CROSS)
+    if n == 0:
+        return lung
+    areas = np.bincount(lab.ravel())[1:]
+    if n == 1 and areas[0] == lung.area:
+        return lung
+    full = np.zeros_like(mask)
+    for k in np.argsort(-areas, kind="stable") + 1:  # the largest piece that still looks like a lung
+        full[:] = False
+        full[r0:r1, c0:c1] = lab == k
+        area = int(areas[k - 1])
+        if _is_lung(full, area, _box(full), side, p):
+            return _Lung(area, lung.level, lung.quantile, full.astype(np.uint8), 1, lung.slope, side)
+    return lung
+
+
+def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams) -> _Lung:
+    """Re-choose one lung's threshold where its border lies on the strongest edges (``PBTSegParams.edge_level``).
+
+    Levels at fine quantile steps (``edge_step``) around the search's level are tried on a window around the lung:
+    the component holding the lung's darkest pixel must pass the lung-shape tests and stay inside the window; of
+    those, the one whose border pixels have the highest mean gradient magnitude (``grad``) wins.
+
+    Args:
+        img: (h, w) search image the lung was found on (its ``level`` is in its units).
+        lung: the lung from the search.
+        grad: (h, w) gradient magnitude of the rank image (invariant to monotone intensity changes).
+    """
+    h, w = img.shape
+    sr, sc = _box(lung.mask)
+    mr, mc = int(0.12 * h), int(0.12 * w)
+    win = (slice(max(sr.start - mr, 0), min(sr.stop + mr, h)), slice(max(sc.start - mc, 0), min(sc.stop + mc, w)))
+    crop, gcrop = img[win], grad[win]
+    inner = (win[0].start > 0, win[0].stop < h, win[1].start > 0, win[1].stop < w)  # window edges inside the image
+    seed = np.unravel_index(np.argmin(np.where(lung.mask[win], crop, np.inf)), crop.shape)
+    qs = np.arange(max(lung.quantile - p.edge_window[0], 0.0), lung.quantile + p.edge_window[1] + 1e-9, p.edge_step)
+    levels = _quantiles(img, qs)
+    side = 1 if lung.k_side == 1 else 2
+    a_max = p.max_area * h * w
+    best_score, best_m, best_t, best_q, best_area = -1.0, None, 0.0, 0.0, 0
+    full = np.zeros((h, w), bool)
+    for q, t in zip(qs, levels):
+        lab, _ = ndimage.label(crop <= t, structure=_CROSS)
+        k = lab[seed]
+        if k == 0:
+            continue
+        m = lab == k
+        area = int(np.count_nonzero(m))
+        if area >= a_max:
+            break
+        if (inner[0] and m[0].any()) or (inner[1] and m[-1].any()) or (inner[2] and m[:, 0].any()) or (
+                inner[3] and m[:, -1].any()):
+            break  # the component runs out of the window: a leak, and every higher level leaks too
+        full[win] = m  # nothing outside the window is ever set
+        br, bc = _box(m)
+        box = (slice(br.start + win[0].start, br.stop + win[0].start), slice(bc.start + win[1].start,
+                                                                            bc.stop + win[1].start))
+        if not _is_lung(full, area, box, side, p):
+            continue
+        edge = m & ~ndimage.binary_erosion(m, structure=_CROSS)
+        score = float(gcrop[edge].mean())
+        if score > best_score:
+            best_score, best_m, best_t, best_q, best_area = score, m, float(t), float(q), area
+    if best_score < 0:
+        return lung
+    full[win] = best_m
+    return _Lung(best_area, best_t, best_q, full.astype(np.uint8), 1, lung.slope, side)
+
+
+def _zone_trend(work: np.ndarray, best: dict[int, _Lung], max_slope: float) -> float:
+    """Slope (intensity per search-grid row) of the brightness inside the found lungs, from the top down.
+
+    A least-squares line through the mean intensity of every lung row (both lungs pooled, each row weighted by its
+    pixel count); 0 when the lungs do not get brighter downward. Capped at ``max_slope`` standard deviations of the
+    lung intensities per image height.
+    """
+    rows, vals = [], []
+    for lung in best.values():
+        m = lung.mask
+        r = np.nonzero(m)[0]
+        rows.append(r)
+        vals.append(work[m])
+    r = np.concatenate(rows).astype(np.float64)
+    y = np.concatenate(vals).astype(np.float64)
+    if r.size < 16 or np.ptp(r) < 4:
+        return 0.0
+    rc = r - r.mean()
+    slope = float((rc * (y - y.mean())).sum() / max((rc * rc).sum(), 1e-12))
+    cap = max_slope * float(y.std()) / work.shape[0]
+    return min(max(slope, 0.0), cap)
+
+
+def _lateral_hull(mask: np.ndarray, side: int) -> np.ndarray:
+    """Extend every row of a lung out to its convex hull on the lateral side (image left for label 1, right for 2).
+
+    The hull is built from the pixel-square corners of the leftmost and rightmost pixel of each row; each row is
+    then filled from the hull's lateral edge to the row's lateral-most pixel. Nothing changes medially (rows under
+    a dome hold lung both at the costophrenic and at the cardiophrenic angle, with the dome between them), and
+    rows without lung pixels stay empty, so the apex and the domes are not extended.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size < 3:
+        return mask
+    sub = mask[rows[0] : rows[-1] + 1]
+    present = sub.any(axis=1)
+    r = np.flatnonzero(present)
+    lo = sub[r].argmax(axis=1)
+    hi = sub.shape[1] - sub[r, ::-1].argmax(axis=1)
+    pts = np.empty((4, r.size, 2))
+    pts[:, :, 0] = r
+    pts[1::2, :, 0] += 1
+    pts[:2, :, 1] = lo
+    pts[2:, :, 1] = hi
+    pts = pts.reshape(-1, 2)
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:
+        return mask
+    v = pts[hull.vertices]
+    y0, x0 = v[:, 0], v[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    yc = r[:, None] + 0.5
+    dy = y1 - y0
+    t = (yc - y0) / np.where(dy == 0, 1.0, dy)
+    crosses = (dy != 0) & (t >= 0) & (t <= 1)
+    xs = x0 + t * (x1 - x0)
+    out = mask.copy()
+    block = out[rows[0] : rows[-1] + 1]
+    cols = np.arange(sub.shape[1])
+    if side == 1:
+        edge = np.where(crosses, xs, np.inf).min(axis=1)
+        start = np.minimum(np.ceil(edge - 0.5).astype(np.intp), lo)
+        block[r] |= (cols[None, :] >= start[:, None]) & (cols[None, :] < lo[:, None])
+    else:
+        edge = np.where(crosses, xs, -np.inf).max(axis=1)
+        stop = np.maximum(np.floor(edge + 0.5).astype(np.intp), hi)
+        block[r] |= (cols[None, :] >= hi[:, None]) & (cols[None, :] < stop[:, None])
+    return out
+
+
+def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_rank: Any) -> np.ndarray:
+    """Extend each column of a lung down to the diaphragm edge (see ``PBTSegParams.diaphragm_reach``).
+
+    Args:
+        smooth: (H, W) rib-suppressed, smoothed image (bright bone), the frame of ``mask``.
+        mask: (H, W) bool lung.
+        reach: longest extension, pixels.
+        k: half-length, pixels, of the vertical step ``smooth[r + k] - smooth[r - k]`` that marks an edge.
+        to_rank: maps intensities to ranks (monotone), in which the steps and levels are measured.
+    """
+    h = mask.shape[0]
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size < 3 or reach < 2:
+        return mask
+    rows = np.flatnonzero(mask.any(axis=1))
+    inside = smooth[mask]
+    lower = mask[rows[0] + 2 * (rows[-1] - rows[0]) // 3 :]
+    lower_vals = smooth[rows[0] + 2 * (rows[-1] - rows[0]) // 3 :][lower]
+    if lower_vals.size == 0:
+        return mask
+    lung_hi = float(to_rank(np.quantile(lower_vals, 0.9)))
+    contrast = 0.9 - float(to_rank(np.median(inside)))
+    if contrast <= 0:
+        return mask
+    bottom = h - 1 - mask[::-1, cols].argmax(axis=0)
+    offs = np.arange(1, reach + 1)
+    rr = bottom[None, :] + offs[:, None]
+    ok = (rr + k < h) & (rr - k >= 0)
+    rr = np.clip(rr, k, h - 1 - k)
+    above = to_rank(smooth[rr - k, cols[None, :]])
+    step = to_rank(smooth[rr + k, cols[None, :]]) - above
+    # the path down to the edge must stay lung-dark: stop at the first pixel brighter than the lower lung
+    dark_path = np.minimum.accumulate(above <= lung_hi + 0.1 * contrast, axis=0)
+    step = np.where(ok & dark_path, step, -np.inf)
+    best = step.argmax(axis=0)
+    good = step[best, np.arange(cols.size)] >= 0.25 * contrast
+    # the lateral costophrenic angle is the lowest point of a lung field on a frontal film: no column goes below it
+    target = np.minimum(np.where(good, bottom + 1 + best, bottom), bottom.max() + 1)
+    target = np.minimum(target, ndimage.median_filter(target, size=max(3, (cols.size // 12) | 1), mode="nearest"))
+    out = mask.copy()
+    r = np.arange(h)[:, None]
+    out[:, cols] |= (r > bottom[None, :]) & (r < target[None, :])
+    return out
+
+
+def _opaque_partner(labels: np.ndarray, image: np.ndarray) -> bool:
+    """One lung found: is the other side of the chest where a lung should be, but opaque (a white-out)?
+
+    The mirror image of the found lung about the centre of the image's content must lie inside the image, be
+    brighter than the found lung (opacified, not air outside the body) and be separated from it by a brighter band
+    (the mediastinum). The found lung must end inside the film at the top and bottom.
+    """
+    k = int(labels.max())
+    mask = labels == k
+    (rs, cs) = _box(mask)
+    h, w = labels.shape
+    margin = 0.03 * h
+    if rs.start < margin or rs.stop > h - margin:
+        return False
+    mc = slice(w - cs.stop, w - cs.start)
+    if mc.start < 0.02 * w or mc.stop > 0.98 * w or (mc.start < cs.stop and cs.start < mc.stop):
+        return False
+    lung = float(np.median(image[mask]))
+    mirror = float(np.median(image[rs, mc][mask[rs, cs][:, ::-1]]))
+    gap = image[rs, min(cs.stop, mc.stop) : max(cs.start, mc.start)]
+    return gap.size > 0 and mirror > lung and float(np.median(gap)) > lung
+
+
+def _mirror_complete(labels: np.ndarray, ratio: float, single: bool = False) -> None:
+    """Contralateral shape completion (``PBTSegParams.mirror_completion``), in place on a two-lung label map.
+
+    The mirror axis is the midpoint of the two lungs' lateral extremes (the chest wall is close to symmetric). A
+    lung whose area is below ``ratio`` times the area of its partner's mirror image gets the union with it, on its
+    own side of the axis and outside the other lung.
+    """
+    one, two = labels == 1, labels == 2
+    w = labels.shape[1]
+    if single:  # one lung: mirror about the image's centre
+        axis2 = w - 1
+    else:
+        (r1, c1), (r2, c2) = _box(one), _box(two)
+        axis2 = c1.start + c2.stop - 1  # twice the mirror axis, in column units
+    for k, mask, other in ((1, one, two), (2, two, one)):
+        rows, cols = np.nonzero(other)
+        mc = axis2 - cols
+        ok = (mc >= 0) & (mc < w)
+        # the heart takes a share of the patient's left lung (label 2): its partner's mirror image is larger
+        if np.count_nonzero(mask) >= ratio * (1.0 if k == 1 else 0.7) * np.count_nonzero(ok):
+            continue
+        mirrored = np.zeros_like(mask)
+        mirrored[rows[ok], mc[ok]] = True
+        side = (np.arange(w) * 2 < axis2) if k == 1 else (np.arange(w) * 2 > axis2)
+        labels[mirrored & side[None, :] & (labels == 0)] = k
+
+
+def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
+    """The pair test (``PBTSegParams.require_pair``): two lungs side by side, overlapping in height, of comparable
+    height, with a brighter band (the mediastinum) between them at the rows they share."""
+    one, two = labels == 1, labels == 2
+    if not one.any() or not two.any():
+        return False
+    (r1, c1), (r2, c2) = _box(one), _box(two)
+    overlap = min(r1.stop, r2.stop) - max(r1.start, r2.start)
+    h1, h2 = r1.stop - r1.start, r2.stop - r2.start
+    if overlap < 0.3 * min(h1, h2) or min(h1, h2) < 0.35 * max(h1, h2) or c1.stop > c2.start + 2:
+        return False
+    # lungs end inside the film: shoulders above, diaphragm below (soft tissue beside a long bone runs off it)
+    margin = 0.03 * labels.shape[0]
+    if min(r1.start, r2.start) < margin or max(r1.stop, r2.stop) > labels.shape[0] - margin:
+        return False
+    rows = slice(max(r1.start, r2.start), min(r1.stop, r2.stop))
+    mid = image[rows, c1.stop : max(c2.start, c1.stop + 1)]
+    # the darker lung: the other may be largely consolidated (brighter than the mediastinum)
+    lung_level = min(float(np.median(image[one])), float(np.median(image[two])))
+    return mid.size > 0 and float(np.median(mid)) > lung_level
 
 
 def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tuple[np.ndarray, dict]:
@@ -492,22 +889,100 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
     if not best:
         info["reason"] = "no component passed the lung-shape tests at any threshold"
         return labels, info
+    # ranks (share of search pixels at or below a value): the zone correction and the diaphragm step work in rank
+    # units, so they stay unchanged under any monotone intensity transform, as the quantile levels do
+    sorted_work = np.sort(work, axis=None)
+
+    def to_rank(x: np.ndarray) -> np.ndarray:
+        return (np.searchsorted(sorted_work, x, side="right") / np.float32(sorted_work.size)).astype(np.float32)
+
+    to_rank.sorted = sorted_work  # type: ignore[attr-defined]
+
+    if p.zone_correction:
+        work_rank = to_rank(work)
+        slope = _zone_trend(work_rank, best, p.max_zone_slope)
+        if slope > 0:
+            grid_ramp = work_rank - (slope * np.arange(work.shape[0], dtype=np.float32))[:, None]
+            margin_r, margin_c = 0.05 * work.shape[0], 0.05 * work.shape[1]
+            # the corrected lungs are at least as large as the first ones: start a little below their levels
+            start = min(b.quantile for b in best.values()) - 2 * p.quantile_step
+            for side, lung in _search(grid_ramp, p, start).items():
+                first = best.get(side)
+                if first is not None:
+                    # the corrected lung may reach further down (the lower zones), not leak sideways or upward
+                    (fr, fc), (sr_, sc_) = _box(first.mask), _box(lung.mask)
+                    inside = (sc_.start >= fc.start - margin_c and sc_.stop <= fc.stop + margin_c
+                              and sr_.start >= fr.start - margin_r)
+                    if not inside or np.count_nonzero(lung.mask & first.mask) < 0.5 * first.area:
+                        continue
+                lung.slope = slope
+                best[side] = lung
+    if p.neck_cut > 0:
+        radius = max(1, int(round(p.neck_cut * min(work.shape))))
+        for side, lung in list(best.items()):
+            best[side] = _cut_necks(lung, radius, side, p)
+    if p.edge_level:
+        rank_img = to_rank(work) if not p.zone_correction else work_rank
+        gy, gx = np.gradient(rank_img)
+        grad = np.hypot(gy, gx)
+        for side, lung in list(best.items()):
+            lung.k_side = side
+            img = work if not lung.slope else work_rank - (lung.slope * np.arange(work.shape[0],
+                                                                                  dtype=np.float32))[:, None]
+            best[side] = _edge_level(img, lung, grad, p)
+    extra: dict[int, list[_Lung]] = {}
+    if p.join_pieces > 0:
+        for side, lung in best.items():
+            img = work if not lung.slope else work_rank - (lung.slope * np.arange(work.shape[0],
+                                                                                  dtype=np.float32))[:, None]
+            extra[side] = _pieces(img, lung, p)
     view = labels[r0:r1, c0:c1]
     for side in sorted(best):
-        if f == 1:
-            m = _fill_holes(best[side].mask) if p.fill_holes else best[side].mask
+        parts = [best[side]] + extra.get(side, [])
+        if f == 1:  # the search grid is the image (the zone correction's ranks are already in the level)
+            masks = [_fill_holes(x.mask) if p.fill_holes else x.mask for x in parts]
         else:
-            m = _refine(content, best[side], f, rib_len, gain, p.fill_holes)
+            masks = [_refine(content, x, f, rib_len, gain, p.fill_holes, to_rank) for x in parts]
+        m = _bridge(masks[0], masks[1:]) if len(masks) > 1 else masks[0]
         if p.spur_removal > 0 and m.any():
             m = _remove_spurs(m, max(1, int(round(p.spur_removal * min(h, w)))))
+        if p.diaphragm_reach > 0 and m.any():
+            reach, k = int(round(p.diaphragm_reach * h)), max(1, int(round(0.01 * h)))
+            # the rib-suppressed image as the search saw it, on a window around the lung and the reach below it
+            sr, sc = _box(m)
+            pad = rib_len + f + k
+            wr = slice(max(sr.start - pad, 0), min(sr.stop + reach + pad, h))
+            wc = slice(max(sc.start - f, 0), min(sc.stop + f, w))
+            win = content[wr, wc]
+            smooth = _vertical_opening(ndimage.uniform_filter(win, size=f | 1, mode="nearest") if f > 1 else win,
+                                       rib_len)
+            m[wr, wc] = _to_diaphragm(smooth, m[wr, wc], reach, k, to_rank)
+        if p.lateral_hull and m.any():
+            m = _lateral_hull(m, side)
+            if p.fill_holes:  # on the lung's box (one pixel of margin): labelling the whole background costs more
+                br, bc = _box(m)
+                br = slice(max(br.start - 1, 0), br.stop + 1)
+                bc = slice(max(bc.start - 1, 0), bc.stop + 1)
+                m[br, bc] = _fill_holes(m[br, bc])
         if not m.any():
             continue
         view[m & (view == 0)] = side
         info["lungs"].append(side)
         info["quantiles"][side] = round(best[side].quantile, 4)
+    if p.mirror_completion and len(info["lungs"]) == 1 and _opaque_partner(view, content):
+        # one lung found and the other side opaque (a white-out): the missing lung is the found one's mirror image
+        _mirror_complete(view, p.mirror_completion, single=True)
+        info["lungs"] = [1, 2]
+        info["mirrored"] = True
+    if p.mirror_completion and len(info["lungs"]) == 2 and not info.get("mirrored"):
+        _mirror_complete(view, p.mirror_completion)
+    if p.require_pair and not _is_chest(view, content):
+        view[:] = 0
+        info["lungs"], info["quantiles"] = [], {}
+        info["reason"] = "no pair of lungs about a brighter mediastinum (not a frontal chest X-ray?)"
     info["left_found"], info["right_found"] = 1 in info["lungs"], 2 in info["lungs"]
     info["found"] = bool(info["lungs"])
-    if not info["found"]:
+    if not info["found"] and not info["reason"]:
         info["reason"] = "the lung candidates vanished at full resolution"
     return labels, info
 

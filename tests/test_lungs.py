@@ -185,3 +185,134 @@ def test_lung_cache_path_suffixes(tmp_path):
     assert lung_cache_path(tmp_path / "a/IM0001", tmp_path, tmp_path / "L") == tmp_path / "L/a/IM0001.png"
     with pytest.raises(ValueError, match="not inside"):
         lung_cache_path("/elsewhere/x.png", tmp_path, tmp_path / "L")
+
+
+# ---- issue 10: the whole lung on hard phantoms (targets: per-lung Dice median >= 0.93, worst >= 0.85) ----------
+
+VARIANTS = ("float", "gamma 0.6", "gamma 1.6", "8-bit", "12-bit", "16-bit")
+
+
+def _variant(image: np.ndarray, name: str) -> np.ndarray:
+    """The phantom as stored by another pipeline: gamma, integer bit depth or float."""
+    if name.startswith("gamma"):
+        return image ** float(name.split()[1])
+    bits = {"8-bit": (255, np.uint8), "12-bit": (4095, np.uint16), "16-bit": (65535, np.uint16)}.get(name)
+    return np.rint(image * bits[0]).astype(bits[1]) if bits else image
+
+
+def zone_dice(labels: np.ndarray, truth: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Per lung: (whole, upper, middle, lower third) Dice; the thirds split the true lung's rows."""
+    out = []
+    for k in (1, 2):
+        t, p = truth == k, labels == k
+        rows = np.flatnonzero(t.any(axis=1))
+        cut = np.linspace(rows[0], rows[-1] + 1, 4).round().astype(int)
+        out.append((dice(p, t), *(dice(p[cut[i] : cut[i + 1]], t[cut[i] : cut[i + 1]]) for i in range(3))))
+    return out
+
+
+def _grid(seeds, sizes, diseased: bool, **params):
+    """(per-lung zone Dice rows, swapped count) over seeds x sizes, the storage variant cycling with the seed."""
+    rows, swapped = [], 0
+    for size in sizes:
+        for i, seed in enumerate(seeds):
+            ph = make_phantom(size, seed=seed, diseased=diseased)
+            labels, _ = pbtseg(_variant(ph.image, VARIANTS[i % len(VARIANTS)]), **params)
+            rows += zone_dice(labels, ph.lung)
+            swapped += dice(labels == 1, ph.lung == 2) > 0.3 or dice(labels == 2, ph.lung == 1) > 0.3
+    return np.array(rows), swapped
+
+
+def _report(title: str, d: np.ndarray) -> str:
+    med, worst = np.median(d, axis=0), d.min(axis=0)
+    return (f"{title}: n={len(d)} lungs; Dice median whole {med[0]:.3f} upper {med[1]:.3f} middle {med[2]:.3f} "
+            f"lower {med[3]:.3f}; worst whole {worst[0]:.3f} lower {worst[3]:.3f}")
+
+
+def test_whole_lungs_on_hard_healthy_phantoms(capsys):
+    d, swapped = _grid(range(200, 212), [256], diseased=False)
+    with capsys.disabled():
+        print("\n" + _report("healthy, 12 seeds, 256 px", d))
+    assert swapped == 0
+    assert np.median(d[:, 0]) >= 0.93 and d[:, 0].min() >= 0.85
+
+
+def test_added_steps_reach_the_lower_zones(capsys):
+    """The published core alone (no zone correction, edge level, diaphragm extension, lateral hull, mirror completion
+    or pair test: PBTSeg before issue 10) misses lower-zone lung;
+    the added steps recover it on the same images (fails on the core-only PBTSeg by construction of the test)."""
+    core = dict(zone_correction=False, diaphragm_reach=0.0, lateral_hull=False, edge_level=False, mirror_completion=0.0,
+                require_pair=False, join_pieces=0.0, neck_cut=0.0)
+    seeds = range(300, 312)
+    ours, _ = _grid(seeds, [256], diseased=False)
+    base, _ = _grid(seeds, [256], diseased=False, **core)
+    sick, _ = _grid(seeds, [256], diseased=True)
+    sick_base, _ = _grid(seeds, [256], diseased=True, **core)
+    with capsys.disabled():
+        for t, d in (("ours healthy", ours), ("core healthy", base), ("ours diseased", sick),
+                     ("core diseased", sick_base)):
+            print("\n" + _report(t, d), end="")
+        print()
+    assert np.mean(ours[:, 3]) > np.mean(base[:, 3]) + 0.01
+    assert np.mean(sick[:, 3]) > np.mean(sick_base[:, 3]) + 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "diseased",
+    [False, pytest.param(True, marks=pytest.mark.xfail(
+        strict=True, reason="worst-case target not met (median is): lung hidden under dense lobar consolidation is "
+                            "only partly recovered, worst per-lung Dice 0.67 (README, Lung masks: limits)"))],
+)
+def test_targets_full_grid(diseased, capsys):
+    """40 seeds x 256/512/1024 px, storage variants cycling (gamma 0.6/1.6, 8/12/16-bit, float)."""
+    d, swapped = _grid(range(40), [256, 512, 1024], diseased=diseased)
+    with capsys.disabled():
+        print("\n" + _report(("diseased" if diseased else "healthy") + ", 40 seeds x 3 sizes", d))
+    assert swapped == 0
+    assert np.median(d[:, 0]) >= 0.93 and d[:, 0].min() >= 0.85
+
+
+def test_restricted_masks_keep_lesions_at_the_lung_edge():
+    """``restrict_to_lungs`` keeps pixels inside the dilated lung map: on diseased phantoms (lesions at the lung
+    edge and in the lower zones) the map must hold more of each lesion than the core-only PBTSeg does, and never
+    lose a lesion entirely (the core-only map does)."""
+    from bundle.postprocess import dilate_lungs
+
+    core = dict(zone_correction=False, diaphragm_reach=0.0, lateral_hull=False, edge_level=False,
+                mirror_completion=0.0, require_pair=False, join_pieces=0.0, neck_cut=0.0)
+    kept = {"ours": [], "core": []}
+    for seed in range(400, 412):
+        ph = make_phantom(256, seed=seed, diseased=True)
+        les = ph.lesion.astype(bool)
+        for name, params in (("ours", {}), ("core", core)):
+            region = dilate_lungs(torch.from_numpy(pbtseg(ph.image, **params)[0][None])).numpy()[0].astype(bool)
+            kept[name].append((region & les).sum() / max(les.sum(), 1))
+    assert np.mean(kept["ours"]) > np.mean(kept["core"]) + 0.05, kept
+    assert min(kept["ours"]) > 0.25, kept
+
+
+def _lower_leg(size: int, seed: int) -> np.ndarray:
+    """A radiograph-like lower leg: soft tissue either side of the tibia and fibula, collimated to the leg."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    cx = 0.5 + rng.uniform(-0.05, 0.05)
+    half = 0.2 + 0.05 * np.sin(np.pi * y) + rng.uniform(-0.03, 0.03)
+    soft = np.sqrt(np.clip(1 - ((x - cx) / half) ** 2, 0, 1))
+    dens = 0.5 * soft + 0.6 * np.exp(-(((x - cx + 0.04) / 0.06) ** 8)) + 0.4 * np.exp(-(((x - cx - 0.12) / 0.025) ** 8))
+    img = 1 - np.exp(-1.5 * dens)
+    shutter = np.abs(x - cx) > half + rng.uniform(0.03, 0.08)
+    img = np.where(shutter, 0.9, img) + rng.normal(0, 0.01, img.shape)
+    return img.astype(np.float32)
+
+
+def test_no_lungs_in_photographs_and_other_body_parts():
+    from skimage import color, data
+
+    images = {f"lower leg {s}": _lower_leg(256, s) for s in range(3)}
+    for name in ("camera", "astronaut", "coins", "moon", "brick", "immunohistochemistry", "chelsea"):
+        im = getattr(data, name)()
+        images[name] = color.rgb2gray(im[..., :3]) if im.ndim == 3 else im
+    for name, im in images.items():
+        labels, info = pbtseg(im)
+        assert not labels.any() and not info["found"], name
