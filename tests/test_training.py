@@ -404,11 +404,11 @@ def test_lr_policy():
     assert sched2.get_last_lr() == sched.get_last_lr()
 
 
-# The README quick start measured image AUROC 0.782 and pixel Dice 0.406 (README "Training"; below the issue's
-# targets 0.90 / 0.50, which the demo recipe does not reach yet). The thresholds sit a little below the measured
-# values, so that run-to-run variation (thread scheduling changes the float summation order) does not fail the
-# test while a real regression does.
-QUICK_START_MIN = {"image_auroc": 0.72, "pixel_dice": 0.36}
+# The README quick start measured image AUROC 0.602 and pixel Dice 0.297 on the current (harder) demo phantoms
+# (README "Training"; far below the targets 0.90 / 0.50, which the demo recipe does not reach). The
+# thresholds sit a little below the measured values, so that run-to-run variation (thread scheduling changes the
+# float summation order) does not fail the test while a real regression does.
+QUICK_START_MIN = {"image_auroc": 0.55, "pixel_dice": 0.26}
 
 
 @pytest.mark.slow
