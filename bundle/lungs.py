@@ -257,10 +257,10 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     return out / np.float32(f * f)
 
 
-def _quantiles(a: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _quantiles(a: np.ndarray, q: np.ndarray, sorted_a: np.ndarray | None = None) -> np.ndarray:
     """``np.quantile(a, q)`` (linear method, same float64 values) from one full sort: numpy's partial sort for
-    dozens of quantiles costs about ten times as much."""
-    s = np.sort(a, axis=None)
+    dozens of quantiles costs about ten times as much. ``sorted_a``: ``np.sort(a, axis=None)`` when already known."""
+    s = np.sort(a, axis=None) if sorted_a is None else sorted_a
     idx = q * (s.size - 1)
     lo = np.floor(idx)
     g = idx - lo
@@ -409,7 +409,9 @@ def _is_lung(mask: np.ndarray, area: int, box: tuple[slice, slice], side: int, p
     return True
 
 
-def _search(work: np.ndarray, p: PBTSegParams, start: float = 0.0) -> dict[int, _Lung]:
+def _search(
+    work: np.ndarray, p: PBTSegParams, start: float = 0.0, sorted_work: np.ndarray | None = None
+) -> dict[int, _Lung]:
     """Progressive thresholding on the search grid; returns the lung found for label 1 and/or 2.
 
     At each level the components are visited from the largest down; a component smaller than the current lung of
@@ -423,7 +425,7 @@ def _search(work: np.ndarray, p: PBTSegParams, start: float = 0.0) -> dict[int, 
     a_min, a_max = max(p.min_area * h * w, 64.0), p.max_area * h * w
     left_edge, right_edge = p.side_fraction * w, (1.0 - p.side_fraction) * w
     fine = np.arange(p.quantile_range[0], p.quantile_range[1] + 1e-9, 0.5 * p.quantile_step)
-    fine_levels = _quantiles(work, fine)  # one sort serves the levels and the half-step retries
+    fine_levels = _quantiles(work, fine, sorted_work)  # one sort serves the levels and the half-step retries
     qs, levels = fine[::2], fine_levels[::2]
     keep = qs >= start
     qs, levels = qs[keep], levels[keep]
@@ -598,7 +600,9 @@ def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
     return lung
 
 
-def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams) -> _Lung:
+def _edge_level(
+    img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams, sorted_img: np.ndarray | None = None
+) -> _Lung:
     """Re-choose one lung's threshold where its border lies on the strongest edges (``PBTSegParams.edge_level``).
 
     Levels at fine quantile steps (``edge_step``) around the search's level are tried on a window around the lung:
@@ -609,6 +613,7 @@ def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams)
         img: (h, w) search image the lung was found on (its ``level`` is in its units).
         lung: the lung from the search.
         grad: (h, w) gradient magnitude of the rank image (invariant to monotone intensity changes).
+        sorted_img: ``np.sort(img, axis=None)`` when already known (saves a sort).
     """
     h, w = img.shape
     sr, sc = _box(lung.mask)
@@ -618,7 +623,7 @@ def _edge_level(img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams)
     inner = (win[0].start > 0, win[0].stop < h, win[1].start > 0, win[1].stop < w)  # window edges inside the image
     seed = np.unravel_index(np.argmin(np.where(lung.mask[win], crop, np.inf)), crop.shape)
     qs = np.arange(max(lung.quantile - p.edge_window[0], 0.0), lung.quantile + p.edge_window[1] + 1e-9, p.edge_step)
-    levels = _quantiles(img, qs)
+    levels = _quantiles(img, qs, sorted_img)
     side = 1 if lung.k_side == 1 else 2
     a_max = p.max_area * h * w
     best_score, best_m, best_t, best_q, best_area = -1.0, None, 0.0, 0.0, 0
@@ -885,16 +890,21 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
     if float(work.max()) == float(work.min()):
         info["reason"] = "image has no contrast"
         return labels, info
-    best = _search(work, p)
+    sorted_work = np.sort(work, axis=None)  # one sort: the search's levels, the ranks and the edge levels
+    best = _search(work, p, sorted_work=sorted_work)
     if not best:
         info["reason"] = "no component passed the lung-shape tests at any threshold"
         return labels, info
+
     # ranks (share of search pixels at or below a value): the zone correction and the diaphragm step work in rank
     # units, so they stay unchanged under any monotone intensity transform, as the quantile levels do
-    sorted_work = np.sort(work, axis=None)
-
     def to_rank(x: np.ndarray) -> np.ndarray:
-        return (np.searchsorted(sorted_work, x, side="right") / np.float32(sorted_work.size)).astype(np.float32)
+        flat = np.asarray(x).ravel()
+        # binary search of sorted queries walks the table in order (about 10x faster than scattered queries)
+        order = np.argsort(flat, kind="stable")
+        counts = np.empty(flat.size, np.int64)
+        counts[order] = np.searchsorted(sorted_work, flat[order], side="right")
+        return (counts / np.float32(sorted_work.size)).astype(np.float32).reshape(np.shape(x))
 
     to_rank.sorted = sorted_work  # type: ignore[attr-defined]
 
@@ -906,7 +916,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
             margin_r, margin_c = 0.05 * work.shape[0], 0.05 * work.shape[1]
             # the corrected lungs are at least as large as the first ones: start a little below their levels
             start = min(b.quantile for b in best.values()) - 2 * p.quantile_step
-            for side, lung in _search(grid_ramp, p, start).items():
+            sorted_ramp = np.sort(grid_ramp, axis=None)
+            for side, lung in _search(grid_ramp, p, start, sorted_ramp).items():
                 first = best.get(side)
                 if first is not None:
                     # the corrected lung may reach further down (the lower zones), not leak sideways or upward
@@ -927,15 +938,13 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         grad = np.hypot(gy, gx)
         for side, lung in list(best.items()):
             lung.k_side = side
-            img = work if not lung.slope else work_rank - (lung.slope * np.arange(work.shape[0],
-                                                                                  dtype=np.float32))[:, None]
-            best[side] = _edge_level(img, lung, grad, p)
+            # a lung from the zone-corrected search lives on that search's image (``grid_ramp``, same slope)
+            img, img_sorted = (work, sorted_work) if not lung.slope else (grid_ramp, sorted_ramp)
+            best[side] = _edge_level(img, lung, grad, p, img_sorted)
     extra: dict[int, list[_Lung]] = {}
     if p.join_pieces > 0:
         for side, lung in best.items():
-            img = work if not lung.slope else work_rank - (lung.slope * np.arange(work.shape[0],
-                                                                                  dtype=np.float32))[:, None]
-            extra[side] = _pieces(img, lung, p)
+            extra[side] = _pieces(grid_ramp if lung.slope else work, lung, p)
     view = labels[r0:r1, c0:c1]
     for side in sorted(best):
         parts = [best[side]] + extra.get(side, [])
