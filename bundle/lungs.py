@@ -388,12 +388,18 @@ def _is_lung(mask: np.ndarray, area: int, box: tuple[slice, slice], side: int, p
     Cheap tests first; the convex hull is built only when the box touches the border or neither the box nor the
     bounding octagon vouches for the solidity (area / octagon area is a lower bound of area / hull area).
     """
-    h, w = mask.shape
+    return _is_lung_box(mask[box], area, box, mask.shape, side, p)
+
+
+def _is_lung_box(
+    sub: np.ndarray, area: int, box: tuple[slice, slice], shape: tuple[int, int], side: int, p: PBTSegParams
+) -> bool:
+    """:func:`_is_lung` on the component cropped to its box (``sub``) in an image of ``shape``."""
+    h, w = shape
     sr, sc = box
     bh, bw = sr.stop - sr.start, sc.stop - sc.start
     if bh <= p.min_aspect * bw or bh < p.min_height * h:
         return False
-    sub = mask[sr, sc]
     cy = (sub.sum(axis=1) @ np.arange(sr.start, sr.stop)) / area
     cx = (sub.sum(axis=0) @ np.arange(sc.start, sc.stop)) / area
     lo, hi = p.centroid_band
@@ -600,6 +606,19 @@ def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
     return lung
 
 
+def _inner_border(m: np.ndarray) -> np.ndarray:
+    """Pixels of ``m`` with a 4-neighbour outside it (the array's edge counts as outside): ``m`` minus its binary
+    erosion by the cross, by four shifted ANDs (no per-call set-up of a general morphology routine)."""
+    core = m.copy()
+    core[1:] &= m[:-1]
+    core[:-1] &= m[1:]
+    core[:, 1:] &= m[:, :-1]
+    core[:, :-1] &= m[:, 1:]
+    core[0] = core[-1] = False
+    core[:, 0] = core[:, -1] = False
+    return m & ~core
+
+
 def _edge_level(
     img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams, sorted_img: np.ndarray | None = None
 ) -> _Lung:
@@ -627,7 +646,7 @@ def _edge_level(
     side = 1 if lung.k_side == 1 else 2
     a_max = p.max_area * h * w
     best_score, best_m, best_t, best_q, best_area = -1.0, None, 0.0, 0.0, 0
-    full = np.zeros((h, w), bool)
+    last_area = -1
     for q, t in zip(qs, levels):
         lab, _ = ndimage.label(crop <= t, structure=_CROSS)
         k = lab[seed]
@@ -635,23 +654,26 @@ def _edge_level(
             continue
         m = lab == k
         area = int(np.count_nonzero(m))
+        if area == last_area:
+            continue  # nested components of equal area are the same component: same tests, same score
         if area >= a_max:
             break
         if (inner[0] and m[0].any()) or (inner[1] and m[-1].any()) or (inner[2] and m[:, 0].any()) or (
                 inner[3] and m[:, -1].any()):
             break  # the component runs out of the window: a leak, and every higher level leaks too
-        full[win] = m  # nothing outside the window is ever set
+        last_area = area
         br, bc = _box(m)
         box = (slice(br.start + win[0].start, br.stop + win[0].start), slice(bc.start + win[1].start,
                                                                             bc.stop + win[1].start))
-        if not _is_lung(full, area, box, side, p):
+        sub = m[br, bc]
+        if not _is_lung_box(sub, area, box, (h, w), side, p):
             continue
-        edge = m & ~ndimage.binary_erosion(m, structure=_CROSS)
-        score = float(gcrop[edge].mean())
+        score = float(gcrop[br, bc][_inner_border(sub)].mean())
         if score > best_score:
             best_score, best_m, best_t, best_q, best_area = score, m, float(t), float(q), area
     if best_score < 0:
         return lung
+    full = np.zeros((h, w), bool)
     full[win] = best_m
     return _Lung(best_area, best_t, best_q, full.astype(np.uint8), 1, lung.slope, side)
 
