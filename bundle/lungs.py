@@ -778,8 +778,8 @@ def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_r
     rr = bottom[None, :] + offs[:, None]
     ok = (rr + k < h) & (rr - k >= 0)
     rr = np.clip(rr, k, h - 1 - k)
-    above = to_rank(smooth[rr - k, cols[None, :]])
-    step = to_rank(smooth[rr + k, cols[None, :]]) - above
+    above, below = to_rank(np.stack([smooth[rr - k, cols[None, :]], smooth[rr + k, cols[None, :]]]))
+    step = below - above
     # the path down to the edge must stay lung-dark: stop at the first pixel brighter than the lower lung
     dark_path = np.minimum.accumulate(above <= lung_hi + 0.1 * contrast, axis=0)
     step = np.where(ok & dark_path, step, -np.inf)
@@ -912,7 +912,9 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
     if float(work.max()) == float(work.min()):
         info["reason"] = "image has no contrast"
         return labels, info
-    sorted_work = np.sort(work, axis=None)  # one sort: the search's levels, the ranks and the edge levels
+    # one sort (kept as the order, which also ranks ``work`` itself): the search's levels, the ranks, the edge levels
+    work_order = np.argsort(work, axis=None)
+    sorted_work = work.ravel()[work_order]
     best = _search(work, p, sorted_work=sorted_work)
     if not best:
         info["reason"] = "no component passed the lung-shape tests at any threshold"
@@ -929,9 +931,11 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         return (counts / np.float32(sorted_work.size)).astype(np.float32).reshape(np.shape(x))
 
     to_rank.sorted = sorted_work  # type: ignore[attr-defined]
+    counts = np.empty(work.size, np.int64)
+    counts[work_order] = np.searchsorted(sorted_work, sorted_work, side="right")
+    work_rank = (counts / np.float32(sorted_work.size)).astype(np.float32).reshape(work.shape)  # to_rank(work)
 
     if p.zone_correction:
-        work_rank = to_rank(work)
         slope = _zone_trend(work_rank, best, p.max_zone_slope)
         if slope > 0:
             grid_ramp = work_rank - (slope * np.arange(work.shape[0], dtype=np.float32))[:, None]
@@ -955,8 +959,7 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         for side, lung in list(best.items()):
             best[side] = _cut_necks(lung, radius, side, p)
     if p.edge_level:
-        rank_img = to_rank(work) if not p.zone_correction else work_rank
-        gy, gx = np.gradient(rank_img)
+        gy, gx = np.gradient(work_rank)
         grad = np.hypot(gy, gx)
         for side, lung in list(best.items()):
             lung.k_side = side
