@@ -447,14 +447,15 @@ def _search(
         floor = max(a_min, min(b.area for b in best.values())) if len(best) == 2 else a_min
         cand = np.flatnonzero((areas > floor) & (areas < a_max))
         grew: set[int] = set()
+        # every candidate's box from one pass over the labels (cheaper than a full-image mask per candidate)
+        boxes = ndimage.find_objects(lab, max_label=int(cand.max())) if cand.size else []
         for k in cand[np.argsort(-areas[cand], kind="stable")]:
-            mask = lab == k
-            sr, sc = _box(mask)
+            sr, sc = boxes[k - 1]
             area = int(areas[k])
             side = 1 if sc.start < left_edge else 2 if sc.stop > right_edge else 0
             if side == 0 or side in grew or (side in best and area <= best[side].area):
                 continue
-            if _is_lung(mask, area, (sr, sc), side, p):
+            if _is_lung_box(lab[sr, sc] == k, area, (sr, sc), (h, w), side, p):
                 best[side] = _Lung(area, float(t), float(q), lab, int(k))
                 grew.add(side)
                 if len(grew) == 2:
