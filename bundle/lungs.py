@@ -730,7 +730,7 @@ def _lateral_hull(mask: np.ndarray, side: int) -> np.ndarray:
         return mask
     v = pts[hull.vertices]
     y0, x0 = v[:, 0], v[:, 1]
-    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    y1, x1 = np.concatenate([y0[1:], y0[:1]]), np.concatenate([x0[1:], x0[:1]])  # the next vertex of each
     yc = r[:, None] + 0.5
     dy = y1 - y0
     t = (yc - y0) / np.where(dy == 0, 1.0, dy)
@@ -770,16 +770,19 @@ def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_r
     lower_vals = smooth[rows[0] + 2 * (rows[-1] - rows[0]) // 3 :][lower]
     if lower_vals.size == 0:
         return mask
-    lung_hi = float(to_rank(np.quantile(lower_vals, 0.9)))
-    contrast = 0.9 - float(to_rank(np.median(inside)))
-    if contrast <= 0:
-        return mask
     bottom = h - 1 - mask[::-1, cols].argmax(axis=0)
     offs = np.arange(1, reach + 1)
     rr = bottom[None, :] + offs[:, None]
     ok = (rr + k < h) & (rr - k >= 0)
     rr = np.clip(rr, k, h - 1 - k)
-    above, below = to_rank(np.stack([smooth[rr - k, cols[None, :]], smooth[rr + k, cols[None, :]]]))
+    pair = np.stack([smooth[rr - k, cols[None, :]], smooth[rr + k, cols[None, :]]])
+    # one rank lookup for the lower lung's 90th percentile, the lung's median and the values above/below each row
+    ranks = to_rank(np.concatenate([np.array([np.quantile(lower_vals, 0.9), np.median(inside)]), pair.ravel()]))
+    lung_hi = float(ranks[0])
+    contrast = 0.9 - float(ranks[1])
+    if contrast <= 0:
+        return mask
+    above, below = ranks[2:].reshape(pair.shape)
     step = below - above
     # the path down to the edge must stay lung-dark: stop at the first pixel brighter than the lower lung
     dark_path = np.minimum.accumulate(above <= lung_hi + 0.1 * contrast, axis=0)
