@@ -9,7 +9,11 @@ same phantoms (``bundle.data.phantoms``, healthy and diseased), the storage cycl
 Speed target: <= 6 ms per 256 px image on one core (our PBTSeg). Figures measured on a loaded machine are
 pessimistic; the ratio of the two, measured in one run, is the robust figure.
 
-Run: ``python benchmarks/bench_pbtseg.py [--reference DIR] [--seeds 40] [--sizes 256 512 1024] [--repeats 3]``
+``--baseline FILE`` also times another version of ``bundle/lungs.py`` against ours, interleaved on the same images
+(fastest of ``--repeats`` runs per image), and counts the images whose maps differ: how a speed-up is checked.
+
+Run: ``python benchmarks/bench_pbtseg.py [--reference DIR] [--seeds 40] [--sizes 256 512 1024] [--repeats 3]
+[--baseline FILE]``
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -95,6 +100,40 @@ def timed(fn, images, repeats: int) -> float:
     return statistics.median(cpu)
 
 
+def load_baseline(path: Path):
+    """``pbtseg`` from another version of ``bundle/lungs.py`` (loaded as a separate module)."""
+    if not path.is_file():
+        raise SystemExit(f"--baseline {path}: no such file (a copy of another version of bundle/lungs.py)")
+    spec = importlib.util.spec_from_file_location("pbtseg_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module.pbtseg
+
+
+def compare_baseline(path: Path, seeds: int, repeats: int) -> None:
+    """Ours against a baseline version on the same 256 px phantoms (healthy and diseased): per image the fastest of
+    ``repeats`` interleaved runs (interleaving and the minimum cancel most of the load of a shared machine), and
+    the number of images whose label maps differ."""
+    base = load_baseline(path)
+    images = [variant(make_phantom(256, seed=s, diseased=d).image, VARIANTS[s % len(VARIANTS)])
+              for s in range(seeds) for d in (False, True)]
+    t_ours, t_base = np.full(len(images), np.inf), np.full(len(images), np.inf)
+    differ = 0
+    for r in range(max(repeats, 1)):
+        for i, img in enumerate(images):
+            c0 = time.thread_time()
+            ours = pbtseg(img)[0]
+            c1 = time.thread_time()
+            theirs = base(img)[0]
+            c2 = time.thread_time()
+            t_ours[i], t_base[i] = min(t_ours[i], c1 - c0), min(t_base[i], c2 - c1)
+            differ += r == 0 and not np.array_equal(ours, theirs)
+    print(f"Baseline {path}: {len(images)} images at 256 px, fastest of {repeats} interleaved runs per image")
+    print(f"  mean CPU ms per image: ours {1000 * t_ours.mean():.2f}, baseline {1000 * t_base.mean():.2f}, "
+          f"ratio ours / baseline {t_ours.sum() / t_base.sum():.3f}; label maps differ in {differ} images\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, default=ROOT / ".." / "shared" / "reference" / "art-asyn-published")
@@ -105,8 +144,14 @@ def main() -> None:
     parser.add_argument("--picture", type=Path, default=None,
                         help="save the hardest 256 px cases (lowest Dice of ours) with true (green), our (red) and "
                              "published (blue) lung outlines to this PNG")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another version of bundle/lungs.py (e.g. `git show <commit>:bundle/lungs.py > "
+                             "/tmp/lungs_before.py`): timed against ours on the same 256 px images, interleaved, "
+                             "and its maps compared pixel for pixel")
     args = parser.parse_args()
     seg = load_published(args.reference.resolve())
+    if args.baseline:
+        compare_baseline(args.baseline, args.seeds, args.repeats)
 
     dices = {("ours", h): [] for h in ("healthy", "diseased")} | {("published", h): [] for h in ("healthy", "diseased")}
     swaps = {"ours": 0, "published": 0}

@@ -2,8 +2,7 @@
 
 Runs the published synthesis (``ART_ASyn.random_anomaly`` from ``--reference DIR``, its own brush
 ``texture.jpg``) and ours (:func:`bundle.synthesis.synthesize_texture_anomaly`, procedural brush unless
-``--brush``) on the same 8-bit images and lung maps (phantoms from :mod:`bundle.data.phantoms`) and
-prints, per method: mask area / lung area (q10 / median / q90), mean brightening inside the mask,
+``--brush``) on the same 8-bit images and lung maps and prints, per method: mask area / lung area (q10 / median / q90), mean brightening inside the mask,
 total brightening per lung pixel, share of the brightening outside the mask, median number of mask
 pieces (8-connected) and CPU time per anomaly (one core), with the targets checked against the
 published figures of the same run:
@@ -12,10 +11,16 @@ published figures of the same run:
   point; median pieces within 1);
 - ours at least 50x faster than the published code, and <= 8 ms per anomaly at 256 px.
 
+The images are the realistic phantoms of :func:`bundle.data.phantoms.make_phantom`, the kinds taken in
+turn (``--kinds``, default ``pa,ap,child``: adult PA, adult AP portable, child; with breast shadows,
+collimation, markers and rotation as the seed draws them), each with its exact lung map (the same map
+for both methods; PBTSeg is not involved, so a segmentation error cannot make the methods differ). A
+second table splits the statistics by kind (no targets: a third of the draws each).
+
 Intensities are in [0, 1] (8-bit / 255). Brightening = anomalous - healthy image.
 
     python benchmarks/bench_synthesis.py [--reference ../shared/reference/art-asyn-published]
-        [--draws 300] [--phantoms 6] [--size 256] [--variants] [--montage PATH]
+        [--draws 300] [--phantoms 6] [--kinds pa,ap,child] [--size 256] [--variants] [--montage PATH]
 
 ``--variants`` adds columns for ours with the published texture as brush (when the reference has one)
 and without the empty-mask redraw, a table at 512 px for both (size scaling) and a run on an image
@@ -44,7 +49,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bundle.data.phantoms import make_phantom  # noqa: E402
+from bundle.data.phantoms import KINDS, make_phantom  # noqa: E402
 from bundle.synthesis import RandTextureAnomaly, anomaly_statistics, summarize_statistics, synthesize_texture_anomaly  # noqa: E402
 
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "art-asyn-published"
@@ -128,6 +133,7 @@ def measure(methods: dict[str, Callable], cases: list[tuple[np.ndarray, np.ndarr
         result[name] = summarize_statistics(per[name])
         result[name]["ms"] = 1e3 * float(np.median(cpu[name]))
         result[name]["first"] = first[name]
+        result[name]["per"] = per[name]
     return result
 
 
@@ -155,11 +161,11 @@ def check(name: str, ours: float, published: float) -> str:
     return "ok" if abs(ours - published) <= 0.1 * abs(published) else "MISS"
 
 
-def print_table(columns: dict[str, dict], reference: str | None) -> bool:
+def print_table(columns: dict[str, dict], reference: str | None, rows: tuple = ROWS) -> bool:
     names = list(columns)
     print(f"{'statistic':28s}" + "".join(f"{n:>16s}" for n in names) + ("   target (ours vs published)" if reference else ""))
     ok = True
-    for label, key, fmt in ROWS:
+    for label, key, fmt in rows:
         line = f"{label:28s}" + "".join(f"{fmt.format(columns[n][key]):>16s}" for n in names)
         if reference:
             verdict = check(key, columns["ours"][key], columns[reference][key])
@@ -169,7 +175,17 @@ def print_table(columns: dict[str, dict], reference: str | None) -> bool:
     return ok
 
 
-def write_montage(path: Path, published: list, ours: list, columns: int) -> None:
+def print_kind_table(columns: dict[str, dict], kinds: list[str], n_cases: int) -> None:
+    """The statistics of each method split by phantom kind (draw ``k`` used case ``k % n_cases``)."""
+    by_kind = {}
+    for kind in dict.fromkeys(kinds):
+        for name, col in columns.items():
+            draws = [s for k, s in enumerate(col["per"]) if kinds[k % n_cases] == kind]
+            by_kind[f"{name} {kind}"] = {**summarize_statistics(draws), "n": len(draws)}
+    print_table(by_kind, None, rows=(("draws", "n", "{:.0f}"),) + ROWS[:-1])
+
+
+def write_montage(path: Path, published: list, ours: list, columns: int, kinds: list[str] | None = None) -> None:
     """Rows: image, published anomalous, ours anomalous, published brightening, ours brightening (same images)."""
     import matplotlib
 
@@ -194,6 +210,8 @@ def write_montage(path: Path, published: list, ours: list, columns: int) -> None
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(rows[i], fontsize=7)
+        if kinds:
+            axes[0, j].set_title({"pa": "adult PA", "ap": "adult AP portable", "child": "child"}.get(kinds[j], kinds[j]), fontsize=7)
     fig.suptitle("ART-ASyn anomalies, published code vs ours, same synthetic phantoms and lung maps "
                  "(brightening = anomalous - healthy; cyan: mask)", fontsize=8)
     fig.tight_layout()
@@ -242,20 +260,36 @@ def no_lung_check(reference: Path, seconds: float = 3.0) -> None:
     print(f"no lung, published: {'still running after %.0f s (endless redraw loop)' % seconds if worker.is_alive() else 'returned'}")
 
 
-def phantom_cases(n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """8-bit phantom images with their exact lung maps (the published code wants uint8)."""
-    cases = []
+def phantom_cases(n: int, size: int, kinds: tuple[str, ...] = KINDS) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """``n`` 8-bit phantom images (seeds 0..n-1, kinds in turn) with their exact lung maps, and their kinds.
+
+    The published code wants uint8 images and a {0, 1, 2} lung map.
+    """
+    cases, names = [], []
     for seed in range(n):
-        ph = make_phantom(size, seed=seed)
+        kind = kinds[seed % len(kinds)]
+        ph = make_phantom(size, seed=seed, kind=kind)
+        if not ph.lung.any():
+            raise RuntimeError(f"phantom seed {seed} ({kind}, {size} px) has no lung")
         cases.append((np.clip(np.rint(ph.image * 255), 0, 255).astype(np.uint8), ph.lung.astype(np.uint8)))
-    return cases
+        names.append(kind)
+    return cases, names
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if not kinds or bad:
+        raise SystemExit(f"--kinds {text!r}: expected a comma-separated list of {', '.join(KINDS)}")
+    return kinds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="folder of the published ART-ASyn code ('' to skip it)")
     ap.add_argument("--draws", type=int, default=300, help="anomalies per method (0: brush statistics only)")
-    ap.add_argument("--phantoms", type=int, default=6)
+    ap.add_argument("--phantoms", type=int, default=6, help="number of phantoms (seeds 0..N-1)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="phantom kinds taken in turn, from: " + ", ".join(KINDS))
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--brush", default=None, help="brush texture file for ours (default: procedural)")
@@ -272,11 +306,14 @@ def main() -> None:
         pass
     print(f"one core (OMP {os.environ['OMP_NUM_THREADS']}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     reference = Path(args.reference) if args.reference else None
+    kinds = parse_kinds(args.kinds)
     print_brush_statistics(reference, args.brush)
     if args.draws <= 0:
         return
-    cases = phantom_cases(args.phantoms, args.size)
-    print(f"{args.draws} draws on {args.phantoms} synthetic phantoms at {args.size} px (exact phantom lung maps), seeds {args.seed}..")
+    cases, case_kinds = phantom_cases(args.phantoms, args.size, kinds)
+    mix = ", ".join(f"{case_kinds.count(k)} {k}" for k in dict.fromkeys(case_kinds))
+    print(f"{args.draws} draws on {args.phantoms} synthetic phantoms ({mix}) at {args.size} px "
+          f"(exact phantom lung maps), seeds {args.seed}..{args.seed + args.draws - 1}")
     methods: dict[str, Callable] = {}
     if reference is not None:
         methods["published"] = published_synthesis(reference)
@@ -294,17 +331,20 @@ def main() -> None:
         print(f"speed-up {ratio:.1f}x (target >= 50x); ours {columns['ours']['ms']:.1f} ms (target <= 8 ms at 256 px)"
               f"   {'ok' if speed_ok else 'MISS'}")
         print(f"all statistics within bounds: {'yes' if ok else 'NO'}")
+    if len(set(case_kinds)) > 1:
+        print("\nby phantom kind (no targets)")
+        print_kind_table({n: columns[n] for n in columns if n in ("published", "ours")}, case_kinds, len(cases))
     if args.variants and args.size == 256:
-        big = phantom_cases(min(args.phantoms, 4), 512)
+        big, big_kinds = phantom_cases(min(args.phantoms, 4), 512, kinds)
         n_big = max(8, args.draws // 4)
-        print(f"\nsize scaling: {n_big} draws on {len(big)} phantoms at 512 px")
+        print(f"\nsize scaling: {n_big} draws on {len(big)} phantoms ({', '.join(big_kinds)}) at 512 px")
         big_methods = {"ours": ours_synthesis(brush=args.brush)}
         if reference is not None:
             big_methods = {"published": published_synthesis(reference), **big_methods}
         big_cols = measure(big_methods, big, n_big, args.seed)
         print_table(big_cols, None)
     if args.montage and reference is not None:
-        write_montage(Path(args.montage), columns["published"]["first"], columns["ours"]["first"], args.columns)
+        write_montage(Path(args.montage), columns["published"]["first"], columns["ours"]["first"], args.columns, case_kinds)
         print(f"montage: {args.montage}")
     if args.variants and reference is not None:
         print()  # last: the published code's loop keeps a thread busy until exit

@@ -1,7 +1,7 @@
 """Show what the texture anomaly synthesis makes, and how big and how strong its anomalies are.
 
 Writes ``docs/images/synthesis_montage.png`` (rows: image, anomalous image, mask, difference) for a few
-demo phantoms with PBTSeg lung maps (the phantom's exact lungs where PBTSeg finds none), then prints
+demo phantoms (the kinds adult PA, adult AP portable and child in turn) with PBTSeg lung maps (the phantom's exact lungs where PBTSeg finds none), then prints
 quantiles over many draws of: anomaly area as a fraction of the lungs, and the mean and maximum
 intensity increase inside the mask.
 
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bundle.data.phantoms import make_phantom  # noqa: E402
+from bundle.data.phantoms import KINDS, make_phantom  # noqa: E402
 from bundle.synthesis import synthesize_texture_anomaly  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def montage(cases: list[tuple], path: Path) -> None:
     rows = ("image", "anomalous", "mask", "difference")
     fig, axes = plt.subplots(len(rows), len(cases), figsize=(2.3 * len(cases), 2.3 * len(rows)), squeeze=False)
     vmax = max(float((out - img).max()) for img, out, *_ in cases) or 1.0
-    for j, (img, out, mask, lung, info) in enumerate(cases):
+    for j, (img, out, mask, lung, info, kind) in enumerate(cases):
         panels = (img, out, mask, out - img)
         for i, panel in enumerate(panels):
             ax = axes[i, j]
@@ -56,8 +56,8 @@ def montage(cases: list[tuple], path: Path) -> None:
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(rows[i])
-        axes[0, j].set_title(f"{info['strokes']} stroke{'s' if info['strokes'] != 1 else ''}, {100 * info['lung_fraction']:.0f}% of lung", fontsize=8)
-    fig.suptitle("ART-ASyn texture anomalies (mask: lung contour in cyan; difference: anomalous - image)", fontsize=9)
+        axes[0, j].set_title(f"{kind}: {info['strokes']} stroke{'s' if info['strokes'] != 1 else ''}, {100 * info['lung_fraction']:.0f}% of lung", fontsize=8)
+    fig.suptitle("ART-ASyn texture anomalies on synthetic phantoms (mask: lung contour in cyan; difference: anomalous - image)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -76,17 +76,18 @@ def main() -> None:
     rng = np.random.RandomState(0)
     phantoms = []
     sources = []
-    for seed in range(max(args.columns, args.phantoms)):
-        ph = make_phantom(args.size, seed=seed)
+    kinds = [KINDS[seed % len(KINDS)] for seed in range(max(args.columns, args.phantoms))]
+    for seed, kind in enumerate(kinds):
+        ph = make_phantom(args.size, seed=seed, kind=kind)
         lung, source = lung_map(ph.image, ph.lung)
         phantoms.append((ph.image, lung))
         sources.append(source)
     print(f"lung maps: {sources.count('PBTSeg')} PBTSeg, {sources.count('exact')} exact (PBTSeg found none)")
 
     cases = []
-    for img, lung in phantoms[: args.columns]:
+    for (img, lung), kind in zip(phantoms[: args.columns], kinds):
         out, mask, info = synthesize_texture_anomaly(img, lung, rng)
-        cases.append((img, out, mask, lung, info))
+        cases.append((img, out, mask, lung, info, kind))
     montage(cases, Path(args.out))
     print(f"montage: {args.out}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -88,6 +89,79 @@ def test_accuracy_over_robustness_set(tmp_path, capsys):
     assert not any(r[3] for r in rows), "lung labels swapped"
     assert np.mean([r[1] for r in rows]) >= 0.90 and np.mean([r[2] for r in rows]) >= 0.90
     assert min(all_d) >= 0.75, rows
+
+
+#: sha256 (first 16 hex digits) of the label maps of the PBTSeg of commit 4f829d3 (main after issue 10's first round),
+#: before its speed-up: the speed-ups must not change a single pixel. Keys: (size, seed, diseased, storage).
+#: Regenerate deliberately (and say so in the commit) when PBTSeg's maps or the phantoms change on purpose.
+REFERENCE_MAP_HASHES = {
+    (256, 0, False, "float"): "44df87c603803cde",
+    (256, 0, True, "float"): "b6cb7b92f982489d",
+    (256, 1, False, "float"): "75ff2c9c391ebb21",
+    (256, 1, True, "float"): "cb0bc6e354fc525f",
+    (256, 2, False, "float"): "b25e9447409352cd",
+    (256, 2, True, "float"): "cd476c63b051fe4a",
+    (256, 3, False, "float"): "c03b8574ecaabf17",
+    (256, 3, True, "float"): "a463f53b34a932de",
+    (256, 4, False, "float"): "d04e8ac6c7005c46",
+    (256, 4, True, "float"): "7032c2701d97d128",
+    (256, 5, False, "float"): "b239b9621ed02fce",
+    (256, 5, True, "float"): "ebe93c89c5dc9621",
+    (256, 6, False, "float"): "078f60d8fcf51e3a",
+    (256, 6, True, "float"): "e42e16aca30efe9b",
+    (256, 7, False, "float"): "655c78f764c96432",
+    (256, 7, True, "float"): "79a39a43d4eb648b",
+    (256, 8, False, "float"): "a52df7a1ed3d6bda",
+    (256, 8, True, "float"): "dec553aeca33146b",
+    (256, 9, False, "float"): "d06eb26776b82453",
+    (256, 9, True, "float"): "489f70dbd1c55e58",
+    (256, 10, False, "float"): "fb61d1808864a7ab",
+    (256, 10, True, "float"): "a7e83c060f7fbec4",
+    (256, 11, False, "float"): "33c215c480f58f6a",
+    (256, 11, True, "float"): "5bbcc56fa3d54d72",
+    (256, 12, False, "float"): "4a65a91ec2be25e0",
+    (256, 12, True, "float"): "4ed0e504192a7d7b",
+    (256, 13, False, "float"): "169dda7346eb1ea0",
+    (256, 13, True, "float"): "cbc2c7e7f7b381e7",
+    (256, 14, False, "float"): "09b63c2af2f8cec7",
+    (256, 14, True, "float"): "3d90800e66437d74",
+    (256, 15, False, "float"): "545739cbd51db2c7",
+    (256, 15, True, "float"): "da7b3934cee0a50f",
+    (256, 0, True, "8-bit"): "6b72be49ba014a0c",
+    (256, 0, True, "16-bit"): "b6cb7b92f982489d",
+    (256, 1, True, "8-bit"): "dc26ed541d9b8931",
+    (256, 1, True, "16-bit"): "cb0bc6e354fc525f",
+    (256, 2, True, "8-bit"): "57ecc523c7c6f191",
+    (256, 2, True, "16-bit"): "cd476c63b051fe4a",
+    (256, 3, True, "8-bit"): "93b53e850231f7b1",
+    (256, 3, True, "16-bit"): "a463f53b34a932de",
+    (512, 0, False, "float"): "c7fee3d439d28923",
+    (512, 0, True, "float"): "1404ea114eddba6d",
+    (512, 1, False, "float"): "1dd9cffd098430e9",
+    (512, 1, True, "float"): "21227779bc4f53c4",
+    (512, 2, False, "float"): "b355ac4441429bec",
+    (512, 2, True, "float"): "887b05d21e785cce",
+    (1024, 0, True, "float"): "a2960040354611ef",
+}
+
+
+def _stored(image: np.ndarray, storage: str) -> np.ndarray:
+    if storage == "8-bit":
+        return np.rint(image * 255).astype(np.uint8)
+    if storage == "16-bit":
+        return np.rint(image * 65535).astype(np.uint16)
+    return image
+
+
+def test_maps_identical_to_the_reference_implementation():
+    """Fixed phantoms (healthy and diseased, 256/512/1024 px, float/8/16-bit) give exactly the reference maps."""
+    changed = []
+    for (size, seed, diseased, storage), expected in REFERENCE_MAP_HASHES.items():
+        labels, _ = pbtseg(_stored(make_phantom(size, seed=seed, diseased=diseased).image, storage))
+        got = hashlib.sha256(labels.tobytes()).hexdigest()[:16]
+        if got != expected:
+            changed.append((size, seed, diseased, storage))
+    assert not changed, f"label maps changed for {changed}"
 
 
 def test_monotone_intensity_changes_do_not_change_the_map():

@@ -114,6 +114,22 @@ def test_mask_never_empty_for_realistic_lungs(seed, rows, half, widths, one_lung
     assert mask.any() and info["anomaly"] and info["area"] > 0
 
 
+@pytest.mark.parametrize("kind", ["pa", "ap", "child"])
+def test_properties_on_realistic_phantoms(kind):
+    """The phantoms of every kind (breast shadows, collimation, markers, rotation): a non-empty anomaly inside the
+    lungs' reach, lighten-only, and nearly all of the brightening in the mask (the benchmark's share outside it)."""
+    from bundle.data.phantoms import make_phantom
+    from bundle.synthesis import anomaly_statistics
+
+    for seed in range(3):
+        ph = make_phantom(96, seed=seed, kind=kind)
+        out, mask, info = synthesize_texture_anomaly(ph.image, ph.lung, np.random.RandomState(seed))
+        check_properties(ph.image, ph.lung, out, mask)
+        assert mask.any() and info["anomaly"]
+        stats = anomaly_statistics(ph.image, out, mask, ph.lung)
+        assert stats["mean_in_mask"] > 0.05 and stats["outside_share"] < 0.15
+
+
 def test_reproducible_with_set_random_state_and_seeds_differ():
     img, lung = cxr_like(SIZE)[None], ellipse_lungs(SIZE)[None]
     a = RandTextureAnomaly().set_random_state(7)
