@@ -12,6 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,49 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-__all__ = ["image_label", "training_split", "group_offline_variants", "OfflineVariantsd"]
+__all__ = ["image_label", "training_split", "group_offline_variants", "OfflineVariantsd", "LRPolicy", "LR_POLICIES"]
 
 logger = logging.getLogger(__name__)
 
 SYNTHESIS_MODES = ("online", "offline")
+LR_POLICIES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class LRPolicy:
+    """Learning-rate factor per iteration, for ``torch.optim.lr_scheduler.LambdaLR`` (stepped every iteration).
+
+    ``constant`` (published): 1 after the warm-up. ``cosine``: half a cosine from 1 down to ``final`` over
+    ``num_iterations``, which lets a short run (the demo) settle into a sharp minimum at its end. Both ramp up
+    linearly over the first ``warmup_iterations``. A frozen dataclass, so the scheduler's state saves and resumes.
+
+    Args:
+        policy: ``"constant"`` or ``"cosine"``.
+        num_iterations: length of the run (iterations).
+        warmup_iterations: linear ramp from ``1 / warmup_iterations`` to 1 (0: no warm-up).
+        final: factor reached at the last iteration (cosine only).
+    """
+
+    policy: str = "constant"
+    num_iterations: int = 100000
+    warmup_iterations: int = 0
+    final: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.policy not in LR_POLICIES:
+            raise ValueError(f"lr_policy must be one of {LR_POLICIES}, got {self.policy!r}.")
+        if int(self.num_iterations) < 1 or int(self.warmup_iterations) < 0:
+            raise ValueError(
+                f"num_iterations must be >= 1 and warmup_iterations >= 0, got {self.num_iterations}, "
+                f"{self.warmup_iterations}."
+            )
+
+    def __call__(self, iteration: int) -> float:
+        factor = min(1.0, (iteration + 1) / self.warmup_iterations) if self.warmup_iterations > 0 else 1.0
+        if self.policy == "cosine":
+            t = min(iteration, self.num_iterations) / self.num_iterations
+            factor *= self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return factor
 
 
 def image_label(entry: Mapping[str, Any]) -> int | None:
@@ -41,19 +80,24 @@ def training_split(
     seed: int = 0,
     synthesis: str = "online",
     min_val: int = 2,
+    hold_out: bool = False,
 ) -> dict[str, Any]:
     """Build the training and validation lists from a dataset folder, datalist JSON or CSV.
 
     Validation mode, chosen from the data and logged: ``real`` when the dataset's validation split holds healthy
-    and diseased images; otherwise ``synthetic``: ``val_fraction`` of the healthy training images are held out,
-    each used once as healthy (label 0) and once with one seeded ART-ASyn anomaly (label 1, ``synthetic_seed``).
+    and diseased images; otherwise ``synthetic``: a seeded subset of ``val_fraction`` of the healthy training
+    images is the validation monitor, each image used once as healthy (label 0) and once with one fixed, seeded
+    ART-ASyn anomaly (label 1, ``synthetic_seed``). As published, every healthy image is trained on: the subset
+    stays in training (the monitor then shows how well the synthetic anomalies are removed, not generalisation
+    to unseen images) unless ``hold_out`` is set.
 
     Args:
         dataset_dir: anything :func:`bundle.data.build_datalist` accepts.
-        val_fraction: share of the healthy training images held out in synthetic mode.
+        val_fraction: share of the healthy training images used as the synthetic validation monitor.
         seed: seed of the held-out split and of the synthetic validation anomalies.
         synthesis: ``"online"`` or ``"offline"`` (training entries then carry their offline variants).
-        min_val: minimum number of held-out images in synthetic mode.
+        min_val: minimum number of monitor images in synthetic mode.
+        hold_out: remove the monitor images from training (default False: all healthy images train).
 
     Returns:
         ``{"training": [...], "validation": [...], "mode": "real" | "synthetic"}``.
@@ -85,20 +129,26 @@ def training_split(
         mode = "real"
     else:
         n_val = max(min_val, int(math.ceil(val_fraction * len(training))))
-        if n_val >= len(training):
+        if hold_out and n_val >= len(training):
             raise ValueError(
                 f"only {len(training)} training image(s) in {dataset_dir}: too few to hold out {n_val} for "
                 "validation (add images, or a val/ folder with healthy and diseased images)."
             )
-        training, held_out = split_train_val(training, val_fraction=n_val / len(training), seed=seed)
+        n_val = min(n_val, len(training))
+        if n_val < len(training):
+            kept, held_out = split_train_val(training, val_fraction=n_val / len(training), seed=seed)
+        else:  # one image (hold_out off): it is the monitor and trains too
+            kept, held_out = [], list(training)
+        if hold_out:
+            training = kept
         val = []
         for i, entry in enumerate(held_out):
             val.append({"image": entry["image"], "label": 0})
             val.append({"image": entry["image"], "label": 1, "synthetic_seed": int(seed) * 100003 + i})
         logger.info(
-            "validation: no diseased validation images in the dataset; using %d held-out healthy training images "
-            "and the same images with one fixed, seeded synthetic anomaly each (%d training images remain).",
-            len(held_out), len(training),
+            "validation: no diseased validation images in the dataset; monitoring on %d healthy training images "
+            "and the same images with one fixed, seeded synthetic anomaly each (%s; %d training images).",
+            len(held_out), "held out of training" if hold_out else "they stay in training", len(training),
         )
         mode = "synthetic"
     if synthesis == "offline":

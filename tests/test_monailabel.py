@@ -219,7 +219,7 @@ def trained_bundle(tmp_path_factory) -> Path:
     shutil.rmtree(root / "models", ignore_errors=True)
     _run(
         [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
-         "--bundle_root", ".", "--dataset_dir", str(demo), "--train#trainer#max_epochs", "1", "--val_interval", "1",
+         "--bundle_root", ".", "--dataset_dir", str(demo), "--train#trainer#max_epochs", "1", "--epoch_length", "1", "--val_interval", "1",
          "--num_workers", "0", "--batch_size", "2"],
         timeout=900, cwd=root,
     )

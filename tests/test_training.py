@@ -137,8 +137,10 @@ CONFIG = str(REPO / "configs" / "train.json")
 MULTI = str(REPO / "configs" / "multi_gpu_train.json")
 META = str(REPO / "configs" / "metadata.json")
 LOGGING = str(REPO / "configs" / "logging.conf")
-# tiny, fast settings: 8 demo images of 128 px resized to 32 px (a multiple of the UNet's total stride 16)
-FAST = {"image_size": 32, "num_workers": 0, "val_interval": 1, "batch_size": 2}
+# tiny, fast settings: 8 demo images of 128 px resized to 32 px (a multiple of the UNet's total stride 16), a small
+# UNet, epochs of 3 iterations
+FAST = {"image_size": 32, "num_workers": 0, "val_interval": 1, "batch_size": 2, "epoch_length": 3,
+        "num_iterations": 6, "network_def#channels": [8, 16, 32, 64, 128]}
 
 
 def _workflow(tmp_path, dataset_dir, **override):
@@ -227,32 +229,32 @@ def _overrides(bundle_root: Path, dataset_dir: Path, **kw) -> list[str]:
     return out
 
 
-def _fresh_network_def():
+def _fresh_network_def(**override):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(CONFIG)
+    parser.update(override)
     return parser.get_parsed_content("network_def")
 
 
 @pytest.mark.slow
 def test_real_training_run_then_resume(tmp_path, demo_root):
     root = tmp_path / "bundle"
-    proc = _run(["training", "--config_file", CONFIG] + _overrides(root, demo_root, **{"train#trainer#max_epochs": 2}),
-                cwd=tmp_path)
+    proc = _run(["training", "--config_file", CONFIG] + _overrides(root, demo_root), cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert "no diseased validation images" in log and "synthetic anomaly" in log
     model = root / "models" / "model.pt"
     assert model.is_file()
-    net = _fresh_network_def()
+    net = _fresh_network_def(**{"network_def#channels": [8, 16, 32, 64, 128]})
     net.load_state_dict(torch.load(model, map_location="cpu", weights_only=True))  # plain state dict
     assert list((root / "runs" / "train" / "tensorboard").glob("events.out.tfevents*"))
     ckpts = sorted(p.name for p in (root / "runs" / "train" / "checkpoints").glob("*.pt"))
-    # 6 training images (2 held out for validation) / batch 2 = 3 iterations per epoch
+    # the length is in iterations (num_iterations), whatever the number of images: 2 epochs of 3
     assert ckpts == ["checkpoint_final_iteration=6.pt"]
 
     proc = _run(["training", "--config_file", CONFIG]
-                + _overrides(root, demo_root, **{"train#trainer#max_epochs": 3, "resume": "true"}), cwd=tmp_path)
+                + _overrides(root, demo_root, **{"num_iterations": 9, "resume": "true"}), cwd=tmp_path)
     assert "resumed from" in proc.stdout + proc.stderr and "iteration 6" in proc.stdout + proc.stderr
     assert (root / "runs" / "train" / "checkpoints" / "checkpoint_final_iteration=9.pt").is_file()
 
@@ -261,12 +263,12 @@ def test_real_training_run_then_resume(tmp_path, demo_root):
 def test_torchrun_two_cpu_processes(tmp_path, demo_root):
     root = tmp_path / "bundle"
     config = f"['{CONFIG}','{MULTI}']"
-    proc = _run(["training", "--config_file", config] + _overrides(root, demo_root, **{"train#trainer#max_epochs": 2}),
+    proc = _run(["training", "--config_file", config] + _overrides(root, demo_root, epoch_length=2, num_iterations=4),
                 cwd=tmp_path, torchrun=2)
     log = proc.stdout + proc.stderr
-    net = _fresh_network_def()
+    net = _fresh_network_def(**{"network_def#channels": [8, 16, 32, 64, 128]})
     net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))
-    # DistributedSampler: 6 images over 2 ranks = 3 each, batch 2 -> 2 iterations per epoch
+    # DistributedSampler: 8 images over 2 ranks = 4 each, batch 2; 2 epochs of 2 iterations
     assert (root / "runs" / "train" / "checkpoints" / "checkpoint_final_iteration=4.pt").is_file()
     # rank 0 alone logs validation and writes TensorBoard
     assert log.count("Key metric: val_image_auroc") == 2
@@ -292,7 +294,7 @@ def test_offline_variants_switch(tmp_path, demo_copy):
             write_png(m, mask)
     wf = _workflow(tmp_path, demo_copy, synthesis="offline")
     data = wf.parser.get_parsed_content("data")
-    assert all("variants" in e for e in data["training"]) and len(data["training"]) == 6
+    assert all("variants" in e for e in data["training"]) and len(data["training"]) == 8
     preprocessing = wf.parser.get_parsed_content("train#preprocessing")
     entry = next(e for e in data["training"] if len(e["variants"]) == 3)
     samples = preprocessing(entry)
@@ -347,3 +349,78 @@ def test_validation_transforms_and_metrics(phantom):
     empty = PixelDice()
     empty.reset()
     assert np.isnan(empty.compute())
+
+
+def test_defaults_are_the_published_recipe():
+    """configs/train.json alone is the published recipe (ALGORITHM.md section 3), with a MONAI UNet of its capacity."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    get = parser.get_parsed_content
+    net = get("network_def")
+    n_params = sum(p.numel() for p in net.parameters())
+    assert abs(n_params - 6.52e6) / 6.52e6 < 0.01  # published UNet: 6.52 M; MONAI UNet 32-512, 2 res units: 6.49 M
+    assert list(parser["network_def"]["channels"]) == [32, 64, 128, 256, 512] and get("network_def#num_res_units") == 2
+    assert get("num_iterations") == 100000 and get("epoch_length") == 1000
+    assert get("train#trainer#max_epochs") * get("epoch_length") == 100000
+    assert (get("learning_rate"), get("weight_decay"), get("lr_policy"), get("use_ema")) == (1e-4, 0.0, "constant", False)
+    assert (get("batch_size"), list(get("num_variants")), get("include_healthy"), get("image_size")) == (4, [1, 3], True, 256)
+    assert get("ckpt_interval") == 5000 and get("val_interval") * get("epoch_length") == 5000
+
+
+def test_synthetic_monitor_stays_in_training(demo_root):
+    from bundle.training_data import training_split
+
+    split = training_split(demo_root, val_fraction=0.25, seed=0)
+    train = {e["image"] for e in split["training"]}
+    monitor = {e["image"] for e in split["validation"]}
+    assert len(train) == 8 and len(monitor) == 2 and monitor <= train  # every healthy image trains
+    assert sorted(e["label"] for e in split["validation"]) == [0, 0, 1, 1]
+    held = training_split(demo_root, val_fraction=0.25, seed=0, hold_out=True)
+    assert len(held["training"]) == 6 and not ({e["image"] for e in held["training"]} & monitor)
+
+
+def test_lr_policy():
+    from bundle.training_data import LRPolicy
+
+    const = LRPolicy("constant", num_iterations=100)
+    assert [const(i) for i in (0, 50, 99, 500)] == [1.0, 1.0, 1.0, 1.0]
+    cos = LRPolicy("cosine", num_iterations=100, warmup_iterations=10)
+    assert cos(0) == pytest.approx(0.1, abs=1e-3) and cos(9) == pytest.approx(0.980, abs=0.001)
+    assert cos(50) == pytest.approx(0.5, abs=1e-6) and cos(100) == pytest.approx(0.0, abs=1e-9)
+    assert all(cos(i) >= cos(i + 1) for i in range(10, 100))
+    with pytest.raises(ValueError, match="lr_policy must be one of"):
+        LRPolicy("step")
+    # the scheduler state (the policy's fields) survives a checkpoint round trip
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cos)
+    for _ in range(30):
+        opt.step()
+        sched.step()
+    opt2 = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, LRPolicy("cosine", num_iterations=100, warmup_iterations=10))
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+# The README quick start measured image AUROC 0.602 and pixel Dice 0.297 on the current (harder) demo phantoms
+# (README "Training"; far below the issue's targets 0.90 / 0.50, which the demo recipe does not reach). The
+# thresholds sit a little below the measured values, so that run-to-run variation (thread scheduling changes the
+# float summation order) does not fail the test while a real regression does.
+QUICK_START_MIN = {"image_auroc": 0.55, "pixel_dice": 0.26}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_quick_start_demo_recipe_end_to_end(tmp_path):
+    """The README's first command (train with configs/demo.json, evaluate on the demo test set) end to end."""
+    root = tmp_path / "bundle"
+    demo = str(REPO / "configs" / "demo.json")
+    common = ["--meta_file", META, "--logging_file", LOGGING, "--bundle_root", str(root)]
+    _run(["training", "--config_file", f"['{CONFIG}','{demo}']", *common], cwd=tmp_path, timeout=1500)
+    evaluate = str(REPO / "configs" / "evaluate.json")
+    _run(["evaluating", "--config_file", f"['{CONFIG}','{demo}','{evaluate}']", *common], cwd=tmp_path, timeout=300)
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    for key, minimum in QUICK_START_MIN.items():
+        assert metrics[key] >= minimum, f"{key} {metrics[key]:.3f} < {minimum} ({metrics})"

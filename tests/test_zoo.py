@@ -377,7 +377,7 @@ def test_unpacked_archive_passes_zoo_checks_with_trained_weights(tmp_path):
         assert run.returncode == 0, f"monai.bundle {' '.join(args)}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
 
     monai_bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", ".", "--dataset_dir", str(demo),
-                 "--train#trainer#max_epochs", "1", "--val_interval", "1", "--num_workers", "0", "--batch_size", "2", cwd=src)
+                 "--train#trainer#max_epochs", "1", "--epoch_length", "2", "--val_interval", "1", "--num_workers", "0", "--batch_size", "2", cwd=src)
     trained = torch.load(src / "models" / "model.pt", map_location="cpu")
     assert trained.keys() == network_def(src).state_dict().keys()
     zip_path = build_archive.build_archive(src, tmp_path / "dist")

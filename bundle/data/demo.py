@@ -44,8 +44,9 @@ _README = """Synthetic demo data: NOT real chest X-rays.
 
 Every image here is a procedurally generated chest X-ray phantom (bundle/data/phantoms.py), made so
 that the bundle's commands run out of the box. Results on these images say nothing about clinical
-performance. "Diseased" images carry synthetic opacities (consolidations, lobar patches, nodules) from
-a generator independent of the ART-ASyn training synthesis; their exact masks are in
+performance. "Diseased" images carry synthetic opacities (lobar consolidation with air bronchograms,
+rounded consolidations, patchy lower-zone opacities, ground-glass haze, nodules, pleural effusions;
+bundle/data/lesions.py) from a generator independent of the ART-ASyn training synthesis; their exact masks are in
 ground_truth/diseased/ (0 = normal, 255 = lesion) under the same file names.
 
 Parameters: {params}
@@ -75,9 +76,9 @@ def _read_manifest(root: Path) -> dict | None:
 
 def write_demo_dataset(
     root: str | os.PathLike,
-    n_train: int = 32,
-    n_test_healthy: int = 12,
-    n_test_diseased: int = 12,
+    n_train: int = 200,
+    n_test_healthy: int = 25,
+    n_test_diseased: int = 25,
     size: int = 256,
     seed: int = 0,
 ) -> Path:
@@ -105,7 +106,7 @@ def write_demo_dataset(
             raise ValueError(f"{name} must be a non-negative integer, got {n!r}")
     if n_train + n_test_healthy + n_test_diseased == 0:
         raise ValueError("the demo dataset needs at least one image")
-    params = {**{k: int(v) for k, v in counts.items()}, "size": int(size), "seed": int(seed), "format": 1}
+    params = {**{k: int(v) for k, v in counts.items()}, "size": int(size), "seed": int(seed), "format": 2}
 
     if root.exists():
         return _reuse(root, params)
@@ -142,12 +143,23 @@ def _reuse(root: Path, params: dict) -> Path:
     raise FileExistsError(f"{root} exists and is not a demo dataset written by this bundle; refusing to overwrite it")
 
 
+def _phantom(size: int, seed: int, diseased: bool, tries: int = 20):
+    """The phantom of one image; a diseased one whose opacities all stay below the visibility threshold (a
+    rare faint finding) is redrawn with a derived seed, so every diseased test image has a lesion to find."""
+    phantom = make_phantom(size, seed=seed, diseased=diseased)
+    k = 0
+    while diseased and not phantom.lesion.any() and k < tries:
+        k += 1
+        phantom = make_phantom(size, seed=_image_seed(seed, 3, k), diseased=True)
+    return phantom
+
+
 def _write_into(folder: Path, params: dict) -> None:
     from bundle.io import atomic_write, write_png
 
     plan = _plan(params["n_train"], params["n_test_healthy"], params["n_test_diseased"], params["seed"])
     for rel, image_seed, diseased in tqdm(plan, desc="demo phantoms", unit="image", disable=None, leave=False):
-        phantom = make_phantom(params["size"], seed=image_seed, diseased=diseased)
+        phantom = _phantom(params["size"], image_seed, diseased)
         write_png(folder / rel, phantom.image)
         if diseased:
             write_png(folder / "ground_truth" / "diseased" / Path(rel).name, phantom.lesion * np.uint8(255))
