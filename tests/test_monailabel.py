@@ -424,7 +424,7 @@ def test_train_one_epoch(server, studies):
         assert status == 200, reply
     model_pt = server["bundle"] / "models" / "model.pt"
     start_weights = torch.load(model_pt, map_location="cpu")  # the weights MONAI Label starts from (pretrained)
-    request = {"max_epochs": 1, "val_split": -1, "device": "cpu", "multi_gpu": False, "pretrained": True}
+    request = {"max_epochs": 1, "epoch_length": 2, "val_split": -1, "device": "cpu", "multi_gpu": False, "pretrained": True}
     start = time.monotonic()
     status, reply = _http("POST", f"{server['url']}/train/{NAME}?run_sync=true", json.dumps(request).encode(),
                           {"Content-Type": "application/json"}, timeout=900)
