@@ -37,21 +37,14 @@ from PIL import Image  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bundle.data.phantoms import STORAGE_VARIANTS as VARIANTS  # noqa: E402
+from bundle.data.phantoms import as_stored as variant  # noqa: E402
 from bundle.data.phantoms import make_phantom  # noqa: E402
 from bundle.lungs import pbtseg  # noqa: E402
 
 #: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
 CORE = dict(zone_correction=False, edge_level=False, neck_cut=0.0, join_pieces=0.0, diaphragm_reach=0.0,
             lateral_hull=False, mirror_completion=0.0, require_pair=False)
-
-VARIANTS = ("float", "gamma 0.6", "gamma 1.6", "8-bit", "12-bit", "16-bit")
-
-
-def variant(image: np.ndarray, name: str) -> np.ndarray:
-    if name.startswith("gamma"):
-        return image ** float(name.split()[1])
-    bits = {"8-bit": (255, np.uint8), "12-bit": (4095, np.uint16), "16-bit": (65535, np.uint16)}.get(name)
-    return np.rint(image * bits[0]).astype(bits[1]) if bits else image
 
 
 def load_published(reference: Path):

@@ -33,7 +33,22 @@ from bundle.data.fields import smooth_noise as _smooth_noise
 from bundle.data.fields import smoothstep as _smoothstep
 from bundle.data.lesions import lesion_density
 
-__all__ = ["KINDS", "Phantom", "make_phantom", "phantom_montage"]
+__all__ = ["KINDS", "STORAGE_VARIANTS", "Phantom", "as_stored", "make_phantom", "phantom_montage"]
+
+
+#: ways a pipeline may hand over a phantom's image: float, another display gamma, integer bit depths
+STORAGE_VARIANTS = ("float", "gamma 0.6", "gamma 1.6", "8-bit", "12-bit", "16-bit")
+
+
+def as_stored(image: np.ndarray, variant: str) -> np.ndarray:
+    """The (H, W) float image in [0, 1] as stored by another pipeline (one of ``STORAGE_VARIANTS``), for
+    checks that lung maps do not depend on gamma, bit depth or float storage."""
+    if variant not in STORAGE_VARIANTS:
+        raise ValueError(f"unknown storage variant {variant!r}; expected one of {STORAGE_VARIANTS}")
+    if variant.startswith("gamma"):
+        return image ** float(variant.split()[1])
+    bits = {"8-bit": (255, np.uint8), "12-bit": (4095, np.uint16), "16-bit": (65535, np.uint16)}.get(variant)
+    return np.rint(image * bits[0]).astype(bits[1]) if bits else image
 
 
 @dataclass
