@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
-from monai.data import DataLoader, Dataset, list_data_collate
+from monai.data import list_data_collate
 from monai.engines import SupervisedTrainer
 from monai.utils import set_determinism
 

@@ -833,7 +833,7 @@ def _mirror_complete(labels: np.ndarray, ratio: float, single: bool = False) -> 
     if single:  # one lung: mirror about the image's centre
         axis2 = w - 1
     else:
-        (r1, c1), (r2, c2) = _box(one), _box(two)
+        (_, c1), (_, c2) = _box(one), _box(two)
         axis2 = c1.start + c2.stop - 1  # twice the mirror axis, in column units
     for k, mask, other in ((1, one, two), (2, two, one)):
         rows, cols = np.nonzero(other)
