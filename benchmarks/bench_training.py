@@ -32,6 +32,7 @@ images, 8-16 images per step). On CPU the thread count is torch's default unless
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -54,7 +55,6 @@ PLAIN = ["--anomaly_prob", "0", "--num_variants", "1", "--include_healthy", "fal
 def ablation(workdir: str, extra: list[str]) -> None:
     """Full recipe vs plain reconstruction with the demo recipe (train.json + demo.json, plus ``extra`` overrides),
     each trained and evaluated through ``monai.bundle run`` exactly as the quick start does."""
-    import json
     import subprocess
     import sys
 
@@ -233,6 +233,18 @@ def _plot(results: dict[str, list[dict[str, float]]], output: str, configs: list
     print(f"wrote {output}")
 
 
+def _parse_overrides(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` command-line overrides; each value parsed as JSON when it is JSON, else kept as text."""
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    return overrides
+
+
 def main() -> None:
     import sys
 
@@ -252,15 +264,7 @@ def main() -> None:
         cp.add_argument("--json", default=None, help="also write the measured rows to this JSON file")
         cp.add_argument("--keep_weights", action="store_true", help="save the weights at every evaluation")
         a = cp.parse_args()
-        import json
-
-        overrides: dict[str, object] = {}
-        for item in a.set:
-            key, _, value = item.partition("=")
-            try:
-                overrides[key] = json.loads(value)
-            except ValueError:
-                overrides[key] = value
+        overrides = _parse_overrides(a.set)
         configs = a.config or ["configs/demo.json"]
         iterations = a.iterations
         if iterations is None:
@@ -294,8 +298,6 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="train.json override, value parsed as JSON when possible (e.g. --set 'network_def#channels=[16,32,64,128,256]')")
     args = ap.parse_args()
-    import json
-
     if args.threads:
         torch.set_num_threads(args.threads)
     set_determinism(0)
@@ -311,13 +313,7 @@ def main() -> None:
     n_images = args.n_images or max(8, args.batch_size * 3)
     dataset_dir = write_demo_dataset(Path(tmp) / "demo", n_train=n_images, n_test_healthy=0, n_test_diseased=0,
                                      size=max(256, args.image_size))
-    overrides: dict[str, object] = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)
-        except ValueError:
-            overrides[key] = value
+    overrides = _parse_overrides(args.set)
 
     def parser_for(workers: int) -> ConfigParser:
         parser = ConfigParser()
