@@ -45,7 +45,7 @@ def _network() -> torch.nn.Module:
 
 
 def _step(net: torch.nn.Module, batch: torch.Tensor) -> None:
-    from bundle.postprocess import anomaly_mask, error_map, image_score
+    from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
 
     with torch.inference_mode():
         recon = net(batch).clamp(0, 1)

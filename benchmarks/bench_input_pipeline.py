@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.data.phantoms import make_phantom  # noqa: E402
 from bundle.io import LoadCXRd, write_png  # noqa: E402
-from bundle.lungs import PBTSegd, lung_cache_path  # noqa: E402
-from bundle.synthesis import RandTextureAnomalyd  # noqa: E402
+from bundle.lungs.cache import lung_cache_path
+from bundle.lungs.transforms import PBTSegd  # noqa: E402
+from bundle.synthesis.transforms import RandTextureAnomalyd  # noqa: E402
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bundle.data.phantoms import STORAGE_VARIANTS as VARIANTS  # noqa: E402
 from bundle.data.phantoms import as_stored as variant  # noqa: E402
 from bundle.data.phantoms import make_phantom  # noqa: E402
-from bundle.lungs import pbtseg  # noqa: E402
+from bundle.lungs.pbtseg import pbtseg  # noqa: E402
 
 #: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
 CORE = dict(zone_correction=False, edge_level=False, neck_cut=0.0, join_pieces=0.0, diaphragm_reach=0.0,

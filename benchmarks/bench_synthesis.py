@@ -1,7 +1,7 @@
 """Texture anomaly synthesis side by side with the published ART-ASyn code: statistics and speed.
 
 Runs the published synthesis (``ART_ASyn.random_anomaly`` from ``--reference DIR``, its own brush
-``texture.jpg``) and ours (:func:`bundle.synthesis.synthesize_texture_anomaly`, procedural brush unless
+``texture.jpg``) and ours (:func:`bundle.synthesis.texture.synthesize_texture_anomaly`, procedural brush unless
 ``--brush``) on the same 8-bit images and lung maps and prints, per method: mask area / lung area (q10 / median / q90), mean brightening inside the mask,
 total brightening per lung pixel, share of the brightening outside the mask, median number of mask
 pieces (8-connected) and CPU time per anomaly (one core), with the targets checked against the
@@ -50,7 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.data.phantoms import KINDS, make_phantom  # noqa: E402
-from bundle.synthesis import RandTextureAnomaly, anomaly_statistics, summarize_statistics, synthesize_texture_anomaly  # noqa: E402
+from bundle.synthesis.statistics import anomaly_statistics, summarize_statistics
+from bundle.synthesis.texture import synthesize_texture_anomaly
+from bundle.synthesis.transforms import RandTextureAnomaly  # noqa: E402
 
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "art-asyn-published"
 
@@ -87,7 +89,7 @@ def published_synthesis(reference: Path) -> Callable[[np.ndarray, np.ndarray, in
 
 
 def ours_synthesis(**kwargs) -> Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-    """``f(image_u8, lung, seed) -> (anomalous, mask)`` with :func:`bundle.synthesis.synthesize_texture_anomaly`.
+    """``f(image_u8, lung, seed) -> (anomalous, mask)`` with :func:`bundle.synthesis.texture.synthesize_texture_anomaly`.
 
     Common random numbers: ours draws its per-lung stroke counts first, with the published
     distribution and one ``choice`` per lung, so a generator seeded like the published code's global one
@@ -107,7 +109,7 @@ def ours_synthesis(**kwargs) -> Callable[[np.ndarray, np.ndarray, int], tuple[np
 
 
 def measure(methods: dict[str, Callable], cases: list[tuple[np.ndarray, np.ndarray]], draws: int, seed0: int = 0) -> dict[str, dict]:
-    """Statistics (:func:`bundle.synthesis.summarize_statistics`) and median CPU ms per anomaly of each method.
+    """Statistics (:func:`bundle.synthesis.texture.summarize_statistics`) and median CPU ms per anomaly of each method.
 
     Draw ``k`` runs every method on case ``k % len(cases)`` with seed ``seed0 + k``, one method after the
     other, so that a changing machine load affects all of them alike (the speed-up is a same-run ratio).
@@ -233,7 +235,7 @@ def streak_angle(tex: np.ndarray) -> float:
 
 def print_brush_statistics(reference: Path | None, brush: str | None) -> None:
     """Mean, coverage above a few levels and streak direction of our brush and the published texture."""
-    from bundle.brush import load_brush, procedural_brush
+    from bundle.synthesis.brush import load_brush, procedural_brush
 
     textures = {"ours (procedural)" if brush is None else "ours (--brush)": procedural_brush() if brush is None else load_brush(brush)}
     if reference is not None and (reference / "texture.jpg").is_file():

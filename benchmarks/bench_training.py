@@ -58,7 +58,7 @@ def ablation(workdir: str, extra: list[str]) -> None:
     import subprocess
     import sys
 
-    from bundle.data import write_demo_dataset
+    from bundle.data.demo import write_demo_dataset
 
     work = Path(workdir).absolute()
     dataset = write_demo_dataset(work / "demo")
@@ -92,7 +92,7 @@ def _load_test_set(dataset_dir: Path, image_size: int) -> tuple[torch.Tensor, to
     """
     from monai.transforms import Resize
 
-    from bundle.evaluation import evaluation_datalist
+    from bundle.evaluation.evaluator import evaluation_datalist
     from bundle.io import read_image, read_labels
 
     entries = evaluation_datalist(str(dataset_dir), "test")
@@ -112,8 +112,8 @@ def _load_test_set(dataset_dir: Path, image_size: int) -> tuple[torch.Tensor, to
 def test_metrics(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
                  device: torch.device, batch: int = 16) -> dict[str, float]:
     """Image AUROC (mean error) and mean per-image pixel Dice (default per-image mask rule) on a test set."""
-    from bundle.metrics import dice, image_auroc
-    from bundle.postprocess import anomaly_mask, error_map, image_score
+    from bundle.evaluation.metrics import dice, image_auroc
+    from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
 
     was_training = network.training
     network.eval()
@@ -306,8 +306,8 @@ def main() -> None:
 
     from ignite.engine import Events
 
-    from bundle.data import write_demo_dataset
-    from bundle.engine import ARTASynIteration, prepare_artasyn_batch
+    from bundle.data.demo import write_demo_dataset
+    from bundle.training.engine import ARTASynIteration, prepare_artasyn_batch
 
     tmp = tempfile.mkdtemp(prefix="bench_training_")
     n_images = args.n_images or max(8, args.batch_size * 3)

@@ -38,12 +38,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ignite.engine import Events
+from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
+from tqdm import tqdm
 
-from bundle.report import as_2d, csv_text, write_text_atomic
+from bundle.data.datalist import build_datalist
+from bundle.data.layout import NOT_INPUT_FOLDERS, image_stem
+from bundle.evaluation.report import csv_text, overlay_image
+from bundle.io import (
+    SUPPORTED_EXTENSIONS,
+    CXRReadError,
+    as_2d,
+    atomic_write,
+    is_supported,
+    read_image,
+    save_rgb_png,
+    write_nifti,
+    write_png,
+    write_text_atomic,
+)
 
 __all__ = [
-    "DERIVED_FOLDERS",
     "inference_datalist",
     "failure_reason",
     "FailureLog",
@@ -57,19 +73,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: sub-folders of a scanned folder that hold derived data or annotations, not chest X-rays
-DERIVED_FOLDERS = ("lungs", "synthetic", "ground_truth")
 #: side-car files found in data folders that are silently ignored by the folder scan (anything else that is
 #: not a supported image is reported as skipped)
 SIDECAR_EXTENSIONS = (".json", ".csv", ".txt", ".md", ".yaml", ".yml", ".log")
 
 
-def _strip_ext(name: str) -> str:
-    lower = name.lower()
-    if lower.endswith(".nii.gz"):
-        return name[: -len(".nii.gz")]
-    stem, ext = os.path.splitext(name)
-    return stem if ext else name
+def _strip_ext(path: str) -> str:
+    """``path`` without its image suffix (folders kept)."""
+    return os.path.join(os.path.dirname(path), image_stem(path))
 
 
 def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.PathLike | None] = ()) -> list[dict]:
@@ -77,7 +88,7 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
 
     Args:
         source: a folder (scanned recursively for supported files, skipping the top-level sub-folders in
-            :data:`DERIVED_FOLDERS`, hidden files and the side-car files of :data:`SIDECAR_EXTENSIONS`; any
+            :data:`bundle.data.layout.NOT_INPUT_FOLDERS`, hidden files and the side-car files of :data:`SIDECAR_EXTENSIONS`; any
             other file that is not a supported image is kept, to be reported as skipped), a datalist file (JSON or CSV, see ``bundle.data.build_datalist``: its
             ``test`` entries, or all entries when it has none), or a single image file.
         exclude: folders whose files are never taken as inputs (e.g. the output folder inside the input);
@@ -87,8 +98,6 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
         FileNotFoundError: ``source`` does not exist.
         ValueError: no supported image was found (the message names the folder).
     """
-    from bundle.io import SUPPORTED_EXTENSIONS, is_supported
-
     src = Path(source)
     if not src.exists():
         raise FileNotFoundError(f"dataset_dir {str(source)!r} does not exist.")
@@ -97,7 +106,7 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
         root = src.resolve()
         if root in skip:
             raise ValueError(f"output_dir must not be the input folder itself ({root}): choose another folder.")
-        skip += [root / name for name in DERIVED_FOLDERS]
+        skip += [root / name for name in NOT_INPUT_FOLDERS]
         files = []
         for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
             here = Path(dirpath).resolve()
@@ -115,8 +124,6 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
             )
         return [{"image": f} for f in files]
     if src.suffix.lower() in (".json", ".csv"):
-        from bundle.data import build_datalist
-
         datalist = build_datalist(str(src))
         entries = datalist.get("test") or [e for k in ("training", "validation", "test") for e in datalist.get(k, [])]
         seen, items = set(), []
@@ -136,7 +143,6 @@ def failure_reason(exc: BaseException) -> str:
     while e is not None and e not in chain:
         chain.append(e)
         e = e.__cause__ or e.__context__
-    from bundle.io import CXRReadError
 
     for e in chain:
         if isinstance(e, CXRReadError):
@@ -238,10 +244,6 @@ def write_float_tiff(path: str | os.PathLike, array2d: Any) -> Path:
         path: destination ``.tif``/``.tiff``.
         array2d: (H, W) or (1, H, W) array or tensor, indexed [row, column].
     """
-    from PIL import Image
-
-    from bundle.io import atomic_write
-
     arr = as_2d(array2d).astype(np.float32)
     with atomic_write(path) as tmp:
         Image.fromarray(np.ascontiguousarray(arr), mode="F").save(tmp, format="TIFF")
@@ -314,8 +316,6 @@ class AnomalyOutputWriter:
         self._bar = None
 
     def attach(self, engine: Any) -> None:
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
@@ -324,8 +324,6 @@ class AnomalyOutputWriter:
         self.rows = []
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.progress:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=len(self.files), desc="inference", unit="img", dynamic_ncols=True)
 
     def iteration_completed(self, engine: Any) -> None:
@@ -343,9 +341,6 @@ class AnomalyOutputWriter:
 
     def write_item(self, file: str, item: dict) -> dict:
         """Write mask, error map and overlay of one item; return its scores-table row."""
-        from bundle.io import read_image, write_nifti, write_png
-        from bundle.report import overlay_image, save_rgb_png
-
         meta = meta_of(item[self.image_key])
         mask = (as_2d(item[self.pred_key]) > 0).astype(np.uint8)
         error = as_2d(item[self.error_key]).astype(np.float32)

@@ -14,12 +14,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import pydicom
 import torch
 from monai.config import KeysCollection, PathLike
 from monai.data import ImageReader, MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.errors import InvalidDicomError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -27,6 +31,9 @@ __all__ = [
     "is_supported",
     "read_image",
     "atomic_write",
+    "as_2d",
+    "write_text_atomic",
+    "save_rgb_png",
     "read_labels",
     "write_png",
     "write_nifti",
@@ -144,8 +151,6 @@ _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's own "L" con
 
 
 def _open_pil(path: str | os.PathLike, fmt: str):
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
         img = Image.open(path)
         img.load()  # decode now so that truncated/corrupt data fails here, with the file name
@@ -216,7 +221,11 @@ def _pydicom_luts():
     try:
         from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing
     except ImportError:  # pydicom 2.x
-        from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut, apply_windowing
+        from pydicom.pixel_data_handlers.util import (
+            apply_color_lut,
+            apply_modality_lut,
+            apply_windowing,
+        )
     return apply_modality_lut, apply_windowing, apply_color_lut
 
 
@@ -266,9 +275,6 @@ def _voi_lut_table(ds) -> tuple[int, np.ndarray]:
 
 
 def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     apply_modality_lut, apply_windowing, apply_color_lut = _pydicom_luts()
 
     try:
@@ -348,8 +354,6 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
 def _load_nifti(path: str | os.PathLike):
     """nibabel image and its data squeezed to the on-disk 2D plane ``(x, y)``, plus the singleton axis."""
-    import nibabel as nib
-
     try:
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
@@ -530,16 +534,36 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _as_2d(array: Any, what: str = "array") -> np.ndarray:
-    """numpy (H, W) from a numpy array / torch tensor / MetaTensor of shape (H, W) or (1, H, W)."""
-    if hasattr(array, "detach"):
+def as_2d(array: Any, dtype: Any = None, what: str = "array") -> np.ndarray:
+    """numpy (H, W) from a numpy array / torch tensor / MetaTensor of shape (H, W), (1, H, W) or (1, 1, H, W).
+
+    Args:
+        array: the picture.
+        dtype: convert to this dtype (None keeps the array's).
+        what: how the error message names the array.
+    """
+    if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     arr = np.asarray(array)
-    if arr.ndim == 3 and arr.shape[0] == 1:
+    while arr.ndim > 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:
         raise ValueError(f"{what} must be 2D (H, W) or (1, H, W), got shape {arr.shape}")
-    return arr
+    return arr if dtype is None else arr.astype(dtype)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file all-or-nothing (temporary name, then rename)."""
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
+def save_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write an (H, W, 3) uint8 array as PNG, atomically."""
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(tmp, format="PNG")
+    return Path(path)
 
 
 def write_png(path: str | os.PathLike, array2d: Any, bits: int = 8) -> Path:
@@ -558,9 +582,7 @@ def write_png(path: str | os.PathLike, array2d: Any, bits: int = 8) -> Path:
     Returns:
         ``Path(path)``.
     """
-    from PIL import Image
-
-    arr = _as_2d(array2d)
+    arr = as_2d(array2d)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if np.issubdtype(arr.dtype, np.integer):
@@ -621,9 +643,7 @@ def write_nifti(path: str | os.PathLike, array2d: Any, like_meta: dict[str, Any]
     Returns:
         ``Path(path)``.
     """
-    import nibabel as nib
-
-    arr = _nifti_dtype(_as_2d(array2d))
+    arr = _nifti_dtype(as_2d(array2d))
     data = arr.T  # (rows, columns) -> (x, y)
     affine = np.eye(4)
     codes = None

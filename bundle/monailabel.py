@@ -36,7 +36,7 @@ class MONAILabelResultd(MapTransform):
     For a DICOM input it sets ``result_extension`` to ``.nii.gz`` unless the request gave one.
 
     Args:
-        keys: the score key (one key), as written by ``bundle.postprocess.AnomalyScored``.
+        keys: the score key (one key), as written by ``bundle.transforms.AnomalyScored``.
         score_threshold: calibrated image threshold (``models/threshold.json``), or None.
         score_rule: the name of the score rule, recorded in the result.
         pred_key: the mask (any shape, values 0/1).

@@ -24,6 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+import torch
+
+from bundle.evaluation.postprocess import image_score
+from bundle.lungs.pbtseg import PBTSegParams
+from bundle.training.network import check_image_size
+
 __all__ = [
     "OptionError",
     "as_bool",
@@ -156,13 +162,9 @@ def _text(value: Any, name: str) -> str:
 
 
 def _score_rule(value: Any, name: str) -> str:
-    from bundle.postprocess import image_score
-
     if not isinstance(value, str):
         raise OptionError(f"{_name(name)}: expected a score rule name, got {value!r}.")
     try:
-        import torch
-
         image_score(torch.zeros(2, 2), rule=value)
     except ValueError as err:
         raise OptionError(f"{_name(name)}: {err}") from None
@@ -238,8 +240,6 @@ def read_params(cls: type, value: Any, name: str) -> dict[str, Any]:
 
 
 def _pbtseg_params(value: Any, name: str) -> dict[str, Any]:
-    from bundle.lungs import PBTSegParams
-
     return read_params(PBTSegParams, value, name)
 
 
@@ -287,8 +287,6 @@ class Options:
         """Checks that involve several options (after each was read); returns error lines."""
         errors = []
         if hasattr(self, "image_size") and hasattr(self, "network_strides"):
-            from bundle.network import check_image_size
-
             try:
                 check_image_size(self.image_size, self.network_strides)  # type: ignore[attr-defined]
             except ValueError as err:
@@ -401,7 +399,7 @@ class PreprocessOptions(Options):
     montage_size: int = option(_NON_NEGATIVE_INT, "images in the QA montage")
     num_variants: tuple[int, int] = option(_variant_range, "variants per image (synthesize)")
     synthesis_seed: int = option(_integer(), "seed of the offline variants")
-    pbtseg: dict = option(_pbtseg_params, "PBTSeg parameters (bundle.lungs.PBTSegParams fields)")
+    pbtseg: dict = option(_pbtseg_params, "PBTSeg parameters (bundle.lungs.pbtseg.PBTSegParams fields)")
 
     def _cross_checks(self) -> list[str]:
         errors = super()._cross_checks()

@@ -22,12 +22,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bundle.data.phantoms import KINDS, make_phantom  # noqa: E402
-from bundle.synthesis import synthesize_texture_anomaly  # noqa: E402
+from bundle.synthesis.texture import synthesize_texture_anomaly  # noqa: E402
 
 
 def lung_map(image: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, str]:
     """PBTSeg's lung map, or the phantom's exact one when PBTSeg finds no lung."""
-    from bundle.lungs import pbtseg
+    from bundle.lungs.pbtseg import pbtseg
 
     labels, info = pbtseg(image)
     return (labels, "PBTSeg") if labels.any() else (fallback, "exact")

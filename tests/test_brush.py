@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from bundle.brush import BRUSH_SHAPE, StampBank, procedural_brush, quantization_tone
+from bundle.synthesis.brush import (
+    BRUSH_SHAPE,
+    StampBank,
+    procedural_brush,
+    quantization_tone,
+)
 
 
 def streak_angle(tex: np.ndarray) -> float:

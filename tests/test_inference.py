@@ -258,7 +258,8 @@ def test_inference_lungs_from_cache_or_online_agree(tmp_path):
     """The lung-cache switch: online by default; with `lung_cache_dir` the cached map is used, and the map the
     `lungs` job would cache equals the online one. Building the preprocessing touches no demo data."""
     from bundle.io import write_png
-    from bundle.lungs import lung_cache_path, pbtseg
+    from bundle.lungs.cache import lung_cache_path
+    from bundle.lungs.pbtseg import pbtseg
 
     root = tmp_path / "site"
     image_path = root / "test" / "diseased" / "x.png"

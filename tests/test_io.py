@@ -8,18 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.dicom_files import (
-    cr_displayed,
-    dx_displayed,
-    save,
-    write_cr_monochrome1_voi_lut,
-    write_dicom,
-    write_dx_monochrome2_window,
-)
 from bundle.io import (
     SUPPORTED_EXTENSIONS,
-    CXRReadError,
     CXRReader,
+    CXRReadError,
     LoadCXR,
     LoadCXRd,
     atomic_write,
@@ -28,6 +20,14 @@ from bundle.io import (
     read_labels,
     write_nifti,
     write_png,
+)
+from tests.dicom_files import (
+    cr_displayed,
+    dx_displayed,
+    save,
+    write_cr_monochrome1_voi_lut,
+    write_dicom,
+    write_dx_monochrome2_window,
 )
 
 H, W = 48, 64

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bundle.losses import (
+from bundle.training.losses import (
     DEFAULT_LOSS_WEIGHTS,
     ARTASynLoss,
     feature_alignment,

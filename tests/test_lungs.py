@@ -13,8 +13,9 @@ from scipy import ndimage
 
 from bundle.data.phantoms import STORAGE_VARIANTS, as_stored, make_phantom
 from bundle.io import read_image, write_nifti, write_png
-from bundle.lungs import PBTSegParams, lung_cache_path, pbtseg
-from bundle.transforms import PBTSeg, PBTSegd
+from bundle.lungs.cache import lung_cache_path
+from bundle.lungs.pbtseg import PBTSegParams, pbtseg
+from bundle.lungs.transforms import PBTSeg, PBTSegd
 from tests.dicom_files import write_dicom_monochrome1
 
 
@@ -213,8 +214,7 @@ def test_array_transform_types_and_params():
     out_m = PBTSeg()(mt)
     assert isinstance(out_m, MetaTensor) and out_m.meta["filename_or_obj"] == "a.png"
     # parameters: an impossible area range finds nothing
-    t = PBTSeg(min_area=0.5)
-    assert not t(img[None]).any() and t.last_info["found"] is False
+    assert not PBTSeg(min_area=0.5)(img[None]).any() and pbtseg(img, min_area=0.5)[1]["found"] is False
     assert PBTSeg(PBTSegParams(border_brightening=True))(img[None]).any()
 
 
@@ -224,7 +224,7 @@ def test_dict_transform_records_found_lungs_and_warns_once(caplog):
     assert d["lung"].shape == (1, 128, 128) and d["lung"].dtype == torch.uint8
     assert d["lung"].meta["lung_found"] and d["lung"].meta["lung_left_found"] and d["lung"].meta["lung_right_found"]
     assert d["lung"].meta["lung_source"] == "computed"
-    with caplog.at_level(logging.WARNING, logger="bundle.lungs"):
+    with caplog.at_level(logging.WARNING, logger="bundle.lungs.transforms"):
         d = PBTSegd()({"image": np.full((1, 64, 64), 0.5, np.float32)})
     assert d["lung_meta_dict"]["lung_found"] is False and not d["lung"].any()
     assert len([r for r in caplog.records if "no lung" in r.getMessage()]) == 1
@@ -247,7 +247,7 @@ def test_dict_transform_reads_the_cache_and_falls_back(tmp_path, caplog):
     assert from_cache.meta["lung_source"] == "cache"
     assert torch.equal(from_cache.as_tensor(), online.as_tensor())
     write_png(cached, np.zeros((10, 10), np.uint8))  # wrong size: recomputed, with a warning
-    with caplog.at_level(logging.WARNING, logger="bundle.lungs"):
+    with caplog.at_level(logging.WARNING, logger="bundle.lungs.transforms"):
         assert t({"image": img})["lung"].meta["lung_source"] == "computed"
     assert any("computing instead" in r.getMessage() for r in caplog.records)
 
@@ -341,7 +341,7 @@ def test_restricted_masks_keep_lesions_at_the_lung_edge():
     """``restrict_to_lungs`` keeps pixels inside the dilated lung map: on diseased phantoms (lesions at the lung
     edge and in the lower zones) the map must hold more of each lesion than the core-only PBTSeg does, and never
     lose a lesion entirely (the core-only map does)."""
-    from bundle.postprocess import dilate_lungs
+    from bundle.evaluation.postprocess import dilate_lungs
 
     core = dict(zone_correction=False, diaphragm_reach=0.0, lateral_hull=False, edge_level=False,
                 mirror_completion=0.0, require_pair=False, join_pieces=0.0, neck_cut=0.0)

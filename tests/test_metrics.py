@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bundle.metrics import (
+from bundle.evaluation.metrics import (
     DiceAccumulator,
     PixelAUROC,
     best_f1,

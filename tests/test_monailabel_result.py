@@ -1,4 +1,4 @@
-"""bundle.monailabel.MONAILabelResultd: the image-level result MONAI Label's /infer returns (fast; the real
+"""bundle.transforms.MONAILabelResultd: the image-level result MONAI Label's /infer returns (fast; the real
 server is exercised in tests/test_monailabel.py)."""
 
 from __future__ import annotations

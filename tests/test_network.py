@@ -6,7 +6,13 @@ import pytest
 import torch
 from monai.networks.nets import UNet
 
-from bundle.network import BottleneckHook, check_image_size, unet_bottom, unet_total_stride, unwrap
+from bundle.training.network import (
+    BottleneckHook,
+    check_image_size,
+    unet_bottom,
+    unet_total_stride,
+    unwrap,
+)
 
 
 def _unet(channels=(4, 8, 16), strides=(2, 2)):

@@ -14,8 +14,11 @@ import pytest
 import torch
 
 from bundle.io import LoadCXRd, read_image, read_labels, write_png
-from bundle.lungs import PBTSegd, lung_cache_path, pbtseg
-from bundle.offline import WorkItem, as_bool, run_offline_job, shard
+from bundle.lungs.cache import lung_cache_path
+from bundle.lungs.pbtseg import pbtseg
+from bundle.lungs.transforms import PBTSegd
+from bundle.options import as_bool
+from bundle.preprocess.runner import WorkItem, run_offline_job, shard
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "preprocess.json")

@@ -12,7 +12,6 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from bundle.handlers import ModelSaver, ResumeFromCheckpoint, SaveBestModel, SaveFinalModel, TrainingCheckpointSaver
 from bundle.options import (
     EvaluateOptions,
     InferenceOptions,
@@ -21,6 +20,13 @@ from bundle.options import (
     TrainOptions,
     as_bool,
     as_optional_bool,
+)
+from bundle.training.handlers import (
+    ModelSaver,
+    ResumeFromCheckpoint,
+    SaveBestModel,
+    SaveFinalModel,
+    TrainingCheckpointSaver,
 )
 from tests.test_options_e2e import COVERED, INTERNAL
 

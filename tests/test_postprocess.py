@@ -6,7 +6,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
-from bundle.postprocess import (
+from bundle.evaluation.postprocess import (
     AnomalyMapd,
     AnomalyMaskd,
     AnomalyScore,

@@ -10,15 +10,15 @@ from hypothesis import strategies as st
 from monai.data import MetaTensor, list_data_collate
 from scipy import ndimage as ndi
 
-from bundle.synthesis import (
-    RandTextureAnomaly,
-    RandTextureAnomalyd,
+from bundle.synthesis.texture import (
     TextureAnomalyParams,
     lung_margin,
     soft_lung_mask,
     synthesize_texture_anomaly,
 )
-from bundle.transforms import RandTextureAnomaly as ExportedArray, RandTextureAnomalyd as ExportedDict
+from bundle.synthesis.transforms import RandTextureAnomaly, RandTextureAnomalyd
+from bundle.synthesis.transforms import RandTextureAnomaly as ExportedArray
+from bundle.synthesis.transforms import RandTextureAnomalyd as ExportedDict
 
 SIZE = 64
 
@@ -119,7 +119,7 @@ def test_properties_on_realistic_phantoms(kind):
     """The phantoms of every kind (breast shadows, collimation, markers, rotation): a non-empty anomaly inside the
     lungs' reach, lighten-only, and nearly all of the brightening in the mask (the benchmark's share outside it)."""
     from bundle.data.phantoms import make_phantom
-    from bundle.synthesis import anomaly_statistics
+    from bundle.synthesis.statistics import anomaly_statistics
 
     for seed in range(3):
         ph = make_phantom(96, seed=seed, kind=kind)
@@ -157,7 +157,7 @@ def test_reproducible_with_set_random_state_and_seeds_differ():
 @pytest.mark.parametrize("image", [np.zeros((SIZE, SIZE), np.float32), np.ones((SIZE, SIZE), np.float32), cxr_like(SIZE)])
 def test_degenerate_inputs_never_hang_or_raise(lung, image):
     t = RandTextureAnomaly().set_random_state(1)
-    out, mask, info = t(image[None], lung[None], return_info=True)
+    ((out, mask, info),) = t.variants(image[None], lung[None], 1)
     check_properties(image, lung, out[0], mask[0])
     if not lung.any():
         assert info["reason"] == "no lung" and not mask.any()
@@ -288,8 +288,12 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
 
     from bundle.data.phantoms import make_phantom
     from bundle.io import read_image, read_labels, write_png
-    from bundle.lungs import lung_cache_path
-    from bundle.synthetic import SyntheticAnomalyJob, offline_variant_datalist, synthesis_items
+    from bundle.lungs.cache import lung_cache_path
+    from bundle.preprocess.anomalies import (
+        SyntheticAnomalyJob,
+        offline_variant_datalist,
+        synthesis_items,
+    )
 
     repo = Path(__file__).resolve().parents[1]
     root = tmp_path / "demo"  # published layout; one image in a subfolder, one test image that must be left alone
@@ -348,7 +352,7 @@ def test_float_lung_maps_and_variants_match_repeated_calls():
     b = RandTextureAnomaly(prob=0.7).set_random_state(5)
     batch = a.variants(img, lung, 4)
     for out, mask, info in batch:
-        o2, m2, i2 = b(img, lung, return_info=True)
+        ((o2, m2, i2),) = b.variants(img, lung, 1)
         assert torch.equal(out, o2) and torch.equal(mask, m2) and info == i2
         assert info["anomaly"] == bool(mask.any())
 
@@ -358,7 +362,7 @@ def test_float_lung_maps_and_variants_match_repeated_calls():
 
 def test_stamp_count_law():
     """Stamps per stroke: min(100, max(1, int(length / spacing))), spacing = max(1, int(0.05 * width))."""
-    from bundle.synthesis import stamp_counts
+    from bundle.synthesis.texture import stamp_counts
 
     lengths = np.array([0.0, 3.9, 4.0, 7.99, 50.0, 399.0, 401.0, 1000.0])
     np.testing.assert_array_equal(stamp_counts(lengths, 80.0), [1, 1, 1, 1, 12, 99, 100, 100])  # spacing 4 px
@@ -368,7 +372,7 @@ def test_stamp_count_law():
 
 
 def test_stamps_at_distinct_curve_samples():
-    from bundle.synthesis import DEFAULT_PARAMS, _stamp_points, stamp_counts
+    from bundle.synthesis.texture import DEFAULT_PARAMS, _stamp_points, stamp_counts
 
     t = np.linspace(0, 1, DEFAULT_PARAMS.curve_samples)[:, None]
     lengths = np.array([10.0, 120.0, 200.0, 900.0])
@@ -386,7 +390,7 @@ def test_stroke_alpha_scales_a_after_b_c_d():
     """The 0.4 factor scales the stamped layer A in the composite; B (its blur) is made from unscaled A."""
     from dataclasses import replace
 
-    from bundle.synthesis import DEFAULT_PARAMS, _effects, _smooth
+    from bundle.synthesis.texture import DEFAULT_PARAMS, _effects, _smooth
 
     assert (DEFAULT_PARAMS.stroke_alpha, DEFAULT_PARAMS.blur_alpha) == (0.4, 1.0)
     a = np.zeros((96, 96), np.float32)
@@ -419,7 +423,7 @@ PINNED = {"area_q10": 0.225, "area_median": 0.619, "area_q90": 1.041, "mean_in_m
 
 
 def test_statistics_pinned_on_fixed_seeds():
-    from bundle.synthesis import anomaly_statistics, summarize_statistics
+    from bundle.synthesis.statistics import anomaly_statistics, summarize_statistics
 
     inputs = [pinned_inputs(128, k) for k in range(4)]
     synth = RandTextureAnomaly()
@@ -442,8 +446,8 @@ def test_statistics_pinned_on_fixed_seeds():
 def test_brush_option_of_transform_and_job(tmp_path):
     from PIL import Image
 
-    from bundle.brush import procedural_brush
-    from bundle.synthetic import SyntheticAnomalyJob
+    from bundle.preprocess.anomalies import SyntheticAnomalyJob
+    from bundle.synthesis.brush import procedural_brush
 
     path = tmp_path / "texture.png"
     Image.fromarray((procedural_brush(seed=5) * 255).astype(np.uint8)).save(path)

@@ -13,9 +13,13 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.networks.nets import UNet
 
-from bundle.engine import ARTASynIteration, pair_with_targets, prepare_artasyn_batch
-from bundle.handlers import TensorBoardImageGrid, WeightEMA, latest_checkpoint
-from bundle.losses import ARTASynLoss
+from bundle.training.engine import (
+    ARTASynIteration,
+    pair_with_targets,
+    prepare_artasyn_batch,
+)
+from bundle.training.handlers import TensorBoardImageGrid, WeightEMA, latest_checkpoint
+from bundle.training.losses import ARTASynLoss
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +105,7 @@ def test_iteration_with_ema_and_image_grid(tmp_path):
     writer = torch.utils.tensorboard.SummaryWriter(str(tmp_path))
     grid = TensorBoardImageGrid(summary_writer=writer, interval=2)
     trainer = _trainer(net, ARTASynLoss(weights={"feature": 0}), [_group_batch(seed=s) for s in range(2)])
-    from bundle.handlers import EMAUpdate
+    from bundle.training.handlers import EMAUpdate
 
     EMAUpdate(ema).attach(trainer)
     grid.attach(trainer)
@@ -279,8 +283,8 @@ def test_offline_variants_switch(tmp_path, demo_copy):
     """`--synthesis offline` trains on the variants the `synthesize` job wrote, grouped with their healthy image."""
     import numpy as np
 
+    from bundle.data.layout import variant_paths
     from bundle.io import read_image, write_png
-    from bundle.synthetic import variant_paths
 
     healthy = sorted((demo_copy / "train" / "healthy").glob("*.png"))
     for i, path in enumerate(healthy[:-1]):  # the last image has no variants
@@ -321,7 +325,13 @@ def test_offline_without_variants_fails_early(tmp_path, demo_root):
 def test_validation_transforms_and_metrics(phantom):
     import numpy as np
 
-    from bundle.validation import ImageAP, ImageAUROC, PixelDice, SeededTextureAnomalyd, ValidationItemsd
+    from bundle.training.validation import (
+        ImageAP,
+        ImageAUROC,
+        PixelDice,
+        SeededTextureAnomalyd,
+        ValidationItemsd,
+    )
 
     p = phantom(size=64, seed=3)
     item = {"image": torch.as_tensor(p.image[None]), "lung": torch.as_tensor(p.lung[None]), "label": 1,
@@ -370,7 +380,7 @@ def test_defaults_are_the_published_recipe():
 
 
 def test_synthetic_monitor_stays_in_training(demo_root):
-    from bundle.training_data import training_split
+    from bundle.training.data import training_split
 
     split = training_split(demo_root, val_fraction=0.25, seed=0)
     train = {e["image"] for e in split["training"]}
@@ -382,7 +392,7 @@ def test_synthetic_monitor_stays_in_training(demo_root):
 
 
 def test_lr_policy():
-    from bundle.training_data import LRPolicy
+    from bundle.training.data import LRPolicy
 
     const = LRPolicy("constant", num_iterations=100)
     assert [const(i) for i in (0, 50, 99, 500)] == [1.0, 1.0, 1.0, 1.0]

@@ -43,9 +43,20 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+import pydicom
+from monai.data import load_decathlon_datalist
+from PIL import Image
 
-from bundle.io import CXRReadError, is_supported, read_image, read_labels
+from bundle.data.layout import (
+    DERIVED_FOLDERS,
+    GROUND_TRUTH,
+    NOT_INPUT_FOLDERS,
+    TRAIN_SPLITS,
+    image_stem,
+)
+from bundle.io import CXRReadError, atomic_write, is_supported, read_image, read_labels
 
 __all__ = [
     "DatalistError",
@@ -56,13 +67,10 @@ __all__ = [
     "datalist_from_json",
     "scan_images",
     "split_train_val",
-    "DERIVED_FOLDERS",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: folders the bundle writes inside a dataset folder; never scanned as input images
-DERIVED_FOLDERS = ("lungs", "synthetic")
 DATALIST_KEYS = ("training", "validation", "test")
 _LABELS = {"0": 0, "1": 1, "healthy": 0, "diseased": 1}
 _SPLITS = {"training": "training", "train": "training", "validation": "validation", "val": "validation", "test": "test"}
@@ -86,11 +94,6 @@ def _listing(paths: Iterable[Any]) -> str:
 
 def _warn(message: str) -> None:
     warnings.warn(message, DatalistWarning, stacklevel=3)
-
-
-def _stem(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
 
 
 def _walk(folder: Path, recursive: bool, skip_top: Sequence[str] = ()) -> tuple[list[str], list[str]]:
@@ -128,6 +131,23 @@ def scan_images(root: str | os.PathLike, recursive: bool = True) -> list[str]:
     return _walk(root, recursive, DERIVED_FOLDERS)[0]
 
 
+def split_images(dataset_dir: str | os.PathLike, splits: Sequence[str] = TRAIN_SPLITS) -> list[str]:
+    """Images of the split folders ``splits`` of a dataset in the published layout, as sorted absolute paths.
+
+    A folder without ``train/`` is taken as a plain image folder: every supported image under it except
+    ``ground_truth/`` and the derived folders.
+
+    Raises:
+        FileNotFoundError: ``dataset_dir`` is not a folder.
+    """
+    root = Path(dataset_dir).absolute()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset_dir {root} is not a folder")
+    if (root / TRAIN_SPLITS[0]).is_dir():
+        return [p for s in splits if (root / s).is_dir() for p in scan_images(root / s)]
+    return _walk(root, True, NOT_INPUT_FOLDERS)[0]
+
+
 def _class_folder(folder: Path) -> list[str]:
     """Images of one class folder; errors for empty or image-less folders, warnings for skipped files."""
     if not folder.is_dir():
@@ -141,7 +161,7 @@ def _class_folder(folder: Path) -> list[str]:
         _warn(f"{folder}: skipping {len(unsupported)} unsupported files:{_listing(unsupported)}")
     by_name: dict[str, list[str]] = defaultdict(list)
     for path in images:
-        by_name[os.path.join(os.path.dirname(path), _stem(path))].append(path)
+        by_name[os.path.join(os.path.dirname(path), image_stem(path))].append(path)
     clashes = [p for group in by_name.values() if len(group) > 1 for p in group]
     if clashes:
         raise DatalistError(f"{folder}: files that differ only in their extension (ambiguous):{_listing(clashes)}")
@@ -151,11 +171,11 @@ def _class_folder(folder: Path) -> list[str]:
 def _mask_index(root: Path) -> dict[str, list[str]]:
     """Mask files of ``ground_truth/`` and ``ground_truth/diseased/`` by file stem."""
     index: dict[str, list[str]] = defaultdict(list)
-    for folder in (root / "ground_truth", root / "ground_truth" / "diseased"):
+    for folder in (root / GROUND_TRUTH, root / GROUND_TRUTH / "diseased"):
         if folder.is_dir():
             masks, _ = _walk(folder, recursive=False)
             for path in masks:
-                index[_stem(path)].append(path)
+                index[image_stem(path)].append(path)
     return index
 
 
@@ -164,8 +184,6 @@ def _header_size(path: str) -> tuple[int, int]:
     suffix = Path(path).name.lower()
     try:
         if suffix.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
             shape = [n for n in nib.load(path).shape]
             if len(shape) == 3 and shape.count(1) == 1:
                 shape.remove(1)
@@ -173,11 +191,8 @@ def _header_size(path: str) -> tuple[int, int]:
                 raise ValueError(f"NIfTI data of shape {tuple(shape)} is not 2D")
             return int(shape[1]), int(shape[0])  # on disk (x, y) = (columns, rows)
         if suffix.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
-            from PIL import Image
-
             with Image.open(path) as img:
                 return int(img.size[1]), int(img.size[0])
-        import pydicom
 
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         return int(ds.Rows), int(ds.Columns)
@@ -215,7 +230,7 @@ def _attach_masks(diseased: list[str], index: dict[str, list[str]], where: str) 
     entries, missing, ambiguous = [], [], []
     owners: dict[str, list[str]] = defaultdict(list)
     for image in diseased:
-        stem = _stem(image)
+        stem = image_stem(image)
         matches = sorted(set(index.get(stem, []) + index.get(f"mask_{stem}", [])))
         entry: dict[str, Any] = {"image": image, "label": 1}
         if len(matches) > 1:
@@ -364,8 +379,6 @@ def datalist_from_json(path: str | os.PathLike, verify: bool = False) -> dict[st
     Returns:
         ``{"training": [...], "validation": [...], "test": [...]}`` (absent keys give empty lists).
     """
-    from monai.data import load_decathlon_datalist
-
     path = Path(path).absolute()
     if not path.is_file():
         raise DatalistError(f"{path}: datalist file not found")
@@ -451,8 +464,6 @@ def _main(
     require_train: bool = True,
 ) -> str:
     """Command line: write the datalist of ``source`` to ``output`` (atomically), print a summary."""
-    from bundle.io import atomic_write
-
     kwargs = {"require_train": require_train} if Path(source).is_dir() else {}
     datalist = build_datalist(source, verify=verify, **kwargs)
     if val_fraction > 0:

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bundle.data.phantoms import make_phantom
+from bundle.io import atomic_write, write_png
 
 __all__ = ["write_demo_dataset", "demo_dataset_dir", "DEMO_SUBDIR"]
 
@@ -155,8 +156,6 @@ def _phantom(size: int, seed: int, diseased: bool, tries: int = 20):
 
 
 def _write_into(folder: Path, params: dict) -> None:
-    from bundle.io import atomic_write, write_png
-
     plan = _plan(params["n_train"], params["n_test_healthy"], params["n_test_diseased"], params["seed"])
     for rel, image_seed, diseased in tqdm(plan, desc="demo phantoms", unit="image", disable=None, leave=False):
         phantom = _phantom(params["size"], image_seed, diseased)

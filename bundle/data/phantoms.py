@@ -27,11 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from bundle.data.fields import smooth_noise as _smooth_noise
 from bundle.data.fields import smoothstep as _smoothstep
 from bundle.data.lesions import lesion_density
+from bundle.io import atomic_write
 
 __all__ = ["KINDS", "STORAGE_VARIANTS", "Phantom", "as_stored", "make_phantom", "phantom_montage"]
 
@@ -454,10 +456,6 @@ def phantom_montage(n: int = 4, size: int = 256, seed: int = 0) -> np.ndarray:
 
 def _save_montage(output: str = "docs/images/demo_phantoms.png", n: int = 4, size: int = 256, seed: int = 0) -> str:
     """Command line: ``python -m bundle.data.phantoms --output docs/images/demo_phantoms.png``."""
-    from PIL import Image
-
-    from bundle.io import atomic_write
-
     with atomic_write(output) as tmp:
         Image.fromarray(phantom_montage(n, size, seed)).save(tmp, format="PNG", optimize=True)
     return output

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.transform import resize
 
+from bundle.io import read_image
+
 __all__ = ["procedural_brush", "load_brush", "StampBank", "stamp_bank", "quantization_tone"]
 
 # (height, width) of the published brush texture
@@ -95,8 +97,6 @@ def procedural_brush(shape: tuple[int, int] = BRUSH_SHAPE, seed: int = 0, angle:
 
 def load_brush(path: str | Path) -> np.ndarray:
     """Read a user brush texture (any format the bundle reads; bright = paint) as float32 (H, W) in [0, 1]."""
-    from bundle.io import read_image  # lazy: keeps the synthesis importable on its own
-
     tex, _ = read_image(str(path))
     tex = np.asarray(tex, dtype=np.float32)
     if tex.ndim != 2 or min(tex.shape) < 4 or not tex.max() > 0:

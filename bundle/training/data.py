@@ -3,7 +3,7 @@
 Training batches always pair each healthy image with its anomalous variants (healthy copy first, target =
 the healthy image for all): online, ``RandTextureAnomalyd(num_variants=(1, 3), include_healthy=True)`` makes
 them; offline, :class:`OfflineVariantsd` reads the variants written by
-``python -m monai.bundle run synthesize --config_file configs/preprocess.json`` (see :mod:`bundle.synthetic`).
+``python -m monai.bundle run synthesize --config_file configs/preprocess.json`` (see :mod:`bundle.preprocess.anomalies`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
+
+from bundle.data.datalist import build_datalist, split_train_val
+from bundle.io import read_image, read_labels
+from bundle.preprocess.anomalies import offline_variant_datalist
 
 __all__ = ["image_label", "training_split", "group_offline_variants", "OfflineVariantsd", "LRPolicy", "LR_POLICIES"]
 
@@ -106,8 +110,6 @@ def training_split(
         ValueError / FileNotFoundError / DatalistError: unset or missing ``dataset_dir``, no training images,
         unknown ``synthesis``, offline variants missing.
     """
-    from bundle.data import build_datalist, split_train_val
-
     if synthesis not in SYNTHESIS_MODES:
         raise ValueError(f"synthesis must be one of {SYNTHESIS_MODES}, got {synthesis!r}.")
     if dataset_dir is None or not str(dataset_dir).strip():
@@ -162,8 +164,6 @@ def group_offline_variants(entries: list[Mapping[str, Any]], dataset_dir: str | 
     Raises:
         FileNotFoundError: when no image has variants (the ``synthesize`` job has not been run).
     """
-    from bundle.synthetic import offline_variant_datalist
-
     flat = offline_variant_datalist(dataset_dir, entries)
     by_target: dict[str, list[tuple[str, str]]] = {}
     for e in flat:
@@ -215,8 +215,6 @@ class OfflineVariantsd(MapTransform):
         return t[0]
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
-        from bundle.io import read_image, read_labels
-
         d = dict(data)
         key = self.first_key(d)
         healthy = torch.as_tensor(d[key]).float()

@@ -1,6 +1,6 @@
 """Validation during training: which images, their fixed synthetic anomalies, and the anomaly metrics.
 
-Two modes, chosen from the data by :func:`bundle.training_data.training_split` (and logged):
+Two modes, chosen from the data by :func:`bundle.training.data.training_split` (and logged):
 
 - ``real``: the dataset's validation split (``<root>/val/{healthy,diseased}`` or a datalist's ``validation``)
   holds healthy and diseased images; metrics on them, pixel Dice where ground-truth masks exist.
@@ -27,7 +27,11 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
-from bundle.training_data import image_label
+from bundle.evaluation.metrics import dice, image_ap, image_auroc
+from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
+from bundle.io import read_labels
+from bundle.synthesis.transforms import RandTextureAnomaly
+from bundle.training.data import image_label
 
 __all__ = [
     "LoadMaskd",
@@ -52,8 +56,6 @@ class LoadMaskd(MapTransform):
         super().__init__(keys, allow_missing_keys)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from bundle.io import read_labels
-
         d = dict(data)
         for key in self.key_iterator(d):
             if isinstance(d[key], (str, os.PathLike)):
@@ -74,7 +76,7 @@ class SeededTextureAnomalyd(MapTransform):
         lung_key: lung label map key (same size as the image).
         seed_key: per-entry seed key.
         mask_key: output mask key.
-        synthesis_args: extra arguments of :class:`bundle.synthesis.RandTextureAnomaly`.
+        synthesis_args: extra arguments of :class:`bundle.synthesis.transforms.RandTextureAnomaly`.
     """
 
     def __init__(
@@ -86,7 +88,6 @@ class SeededTextureAnomalyd(MapTransform):
         synthesis_args: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys=False)
-        from bundle.synthesis import RandTextureAnomaly
 
         self.synth = RandTextureAnomaly(prob=1.0, **dict(synthesis_args or {}))
         self.lung_key, self.seed_key, self.mask_key = lung_key, seed_key, mask_key
@@ -152,7 +153,7 @@ class _ReconstructionMetric(Metric):
     """Accumulates image scores, labels and per-image Dice from evaluator outputs ``{image, pred, label}``.
 
     ``pred`` is the reconstruction (clamped to [0, 1] here, as in inference), ``label`` the dict made by
-    :func:`prepare_validation_batch`. Scores and masks use :mod:`bundle.postprocess` (per-image rules).
+    :func:`prepare_validation_batch`. Scores and masks use :mod:`bundle.evaluation.postprocess` (per-image rules).
     """
 
     required_output_keys = ("image", "pred", "label")
@@ -169,9 +170,6 @@ class _ReconstructionMetric(Metric):
         self.dices: list[float] = []
 
     def update(self, output: Sequence[Any]) -> None:
-        from bundle.metrics import dice
-        from bundle.postprocess import anomaly_mask, error_map, image_score
-
         image, pred, targets = output
         image = image.detach().float().cpu()
         recon = pred.detach().float().cpu().clamp(0, 1)
@@ -193,8 +191,6 @@ class ImageAUROC(_ReconstructionMetric):
     """Image-level AUROC of the anomaly score (NaN when only one class is present)."""
 
     def compute(self) -> float:
-        from bundle.metrics import image_auroc
-
         value = image_auroc(self.scores, self.labels) if self.scores else None
         return float("nan") if value is None else float(value)
 
@@ -203,8 +199,6 @@ class ImageAP(_ReconstructionMetric):
     """Image-level average precision of the anomaly score (NaN when only one class is present)."""
 
     def compute(self) -> float:
-        from bundle.metrics import image_ap
-
         value = image_ap(self.scores, self.labels) if self.scores else None
         return float("nan") if value is None else float(value)
 

@@ -20,7 +20,7 @@ import torch
 from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 
-from bundle.network import BottleneckHook
+from bundle.training.network import BottleneckHook
 
 __all__ = ["prepare_artasyn_batch", "pair_with_targets", "ARTASynIteration"]
 

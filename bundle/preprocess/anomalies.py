@@ -9,7 +9,7 @@ For every healthy training image the job writes K anomalous variants (K drawn pe
 Everything is seeded per image (job seed + relative path), so a rerun, a resumed run or another
 number of ranks writes identical files. Lung maps come from the lung cache (``monai.bundle run
 lungs``) when present, else PBTSeg runs on the image. Sharding, parallelism, resuming, atomic writes,
-progress and the report are :func:`bundle.offline.run_offline_job`'s. Training reads the variants
+progress and the report are :func:`bundle.preprocess.runner.run_offline_job`'s. Training reads the variants
 back through :func:`offline_variant_datalist`.
 """
 
@@ -25,22 +25,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["variant_paths", "synthesis_items", "synthesize_variants", "SyntheticAnomalyJob", "offline_variant_datalist"]
+from bundle.data.datalist import split_images
+from bundle.data.layout import LUNGS, SYNTHETIC, derived_path, variant_paths
+from bundle.io import read_image, read_labels, write_png
+from bundle.lungs.cache import cached_lung_map
+from bundle.lungs.pbtseg import pbtseg
+from bundle.options import as_bool
+from bundle.preprocess.montage import records_montage
+from bundle.preprocess.runner import WorkItem, run_offline_job
+from bundle.synthesis.transforms import RandTextureAnomaly
+
+__all__ = ["synthesis_items", "synthesize_variants", "SyntheticAnomalyJob", "offline_variant_datalist"]
 
 logger = logging.getLogger(__name__)
-
-
-def _base(image_path: str | os.PathLike, dataset_dir: str | os.PathLike, synthetic_dir: str | os.PathLike) -> Path:
-    """``<synthetic_dir>/<relative folder>/<stem>`` (the image's relative path without its image suffix)."""
-    from bundle.lungs import lung_cache_path
-
-    return lung_cache_path(image_path, dataset_dir, synthetic_dir).with_suffix("")
-
-
-def variant_paths(image_path, dataset_dir, synthetic_dir, k: int) -> tuple[Path, Path]:
-    """(anomalous image, mask) paths of variant ``k`` (1-based) of ``image_path``."""
-    base = _base(image_path, dataset_dir, synthetic_dir)
-    return base.with_name(f"{base.name}_v{k}.png"), base.with_name(f"{base.name}_v{k}_mask.png")
 
 
 def _image_seed(seed: int, rel: str) -> int:
@@ -48,29 +45,14 @@ def _image_seed(seed: int, rel: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(rel.replace(os.sep, "/").encode())) % (2**31 - 1)
 
 
-def training_images(dataset_dir: str | os.PathLike) -> list[str]:
-    """The healthy training images: ``<dataset_dir>/train/**`` or, without ``train/``, every image except
-    ``ground_truth/`` (and the derived ``lungs/``/``synthetic/`` folders)."""
-    from bundle.data.datalist import scan_images
-
-    root = Path(dataset_dir).absolute()
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {root} is not a folder")
-    if (root / "train").is_dir():
-        return scan_images(root / "train")
-    return [p for p in scan_images(root) if Path(p).relative_to(root).parts[0] != "ground_truth"]
-
-
 def synthesis_items(
     dataset_dir: str | os.PathLike, synthetic_dir: str | os.PathLike, variants: int | Sequence[int] = (1, 3), seed: int = 0
 ) -> list:
     """Work items (healthy image -> its variant images and masks); the number of variants K is drawn per image."""
-    from bundle.offline import WorkItem
-
     low, high = _variant_range(variants)
     root = Path(dataset_dir).absolute()
     items = []
-    for path in training_images(root):
+    for path in split_images(root):
         rel = str(Path(path).relative_to(root))
         s = _image_seed(seed, rel)
         k = low if low == high else int(np.random.RandomState(s).randint(low, high + 1))
@@ -88,8 +70,6 @@ def _variant_range(variants: int | Sequence[int]) -> tuple[int, int]:
 
 def _lung_map(image_path: str, image: np.ndarray, dataset_dir: str | None, lungs_dir: str | None) -> tuple[np.ndarray, str]:
     """The cached lung map when it exists and fits the image, else PBTSeg's."""
-    from bundle.lungs import cached_lung_map, pbtseg
-
     if lungs_dir and dataset_dir:
         labels = cached_lung_map(image_path, image.shape, dataset_dir, lungs_dir)
         if labels is not None:
@@ -102,19 +82,16 @@ def synthesize_variants(item: Any, dataset_dir: str | None = None, lungs_dir: st
     """Offline job function: write the item's anomalous variants and masks (atomically, losslessly).
 
     ``item.extra`` holds the image's ``seed`` and number of ``variants``; ``options`` are
-    :class:`bundle.synthesis.RandTextureAnomaly` arguments. An image without lungs gets unchanged copies
+    :class:`bundle.synthesis.transforms.RandTextureAnomaly` arguments. An image without lungs gets unchanged copies
     with empty masks and the flag ``no lung``.
     """
-    from bundle.io import read_image, write_png
-    from bundle.synthesis import RandTextureAnomaly
-
     image, _ = read_image(item.source)
     lung, lung_source = _lung_map(item.source, image, dataset_dir, lungs_dir)
     synth = RandTextureAnomaly(prob=1.0, **dict(options or {}))
     synth.set_random_state(int(item.extra["seed"]))
     areas, flags = [], []
     for k in range(int(item.extra["variants"])):
-        out, mask, info = synth(image[None], lung[None], return_info=True)
+        (out, mask, info), = synth.variants(image[None], lung[None], 1)
         write_png(item.outputs[2 * k], out[0], bits=16)
         write_png(item.outputs[2 * k + 1], mask[0].astype(np.uint8))
         areas.append(round(float(info["lung_fraction"]), 4))
@@ -136,7 +113,7 @@ class SyntheticAnomalyJob:
         overwrite: rewrite variants that already exist.
         montage_size: variants shown in the QA montage ``synthesize_qa.png`` (mask contours; 0 = none).
         progress: show a progress bar.
-        synthesis: :class:`bundle.synthesis.RandTextureAnomaly` arguments (brush, parameters).
+        synthesis: :class:`bundle.synthesis.transforms.RandTextureAnomaly` arguments (brush, parameters).
         brush: brush texture file (any grayscale image the bundle reads; bright = paint), e.g. the
             published ``texture.jpg``; None/empty: the procedural brush (or ``synthesis["brush"]``).
     """
@@ -157,11 +134,9 @@ class SyntheticAnomalyJob:
         synthesis: Mapping | None = None,
         brush: str | os.PathLike | None = None,
     ) -> None:
-        from bundle.offline import as_bool
-
         self.dataset_dir = Path(dataset_dir).absolute()
-        self.output_dir = Path(output_dir) if output_dir else self.dataset_dir / "synthetic"
-        self.lungs_dir = Path(lungs_dir) if lungs_dir else self.dataset_dir / "lungs"
+        self.output_dir = Path(output_dir) if output_dir else self.dataset_dir / SYNTHETIC
+        self.lungs_dir = Path(lungs_dir) if lungs_dir else self.dataset_dir / LUNGS
         self.variants = _variant_range(variants)
         self.seed = int(seed)
         self.num_workers = None if num_workers in (None, "", "None") else int(num_workers)
@@ -175,14 +150,11 @@ class SyntheticAnomalyJob:
             if not Path(brush).is_file():
                 raise FileNotFoundError(f"synthesize: --brush {brush}: no such file (a grayscale image; null for the procedural brush)")
             self.synthesis["brush"] = str(Path(brush).absolute())
-        from bundle.synthesis import RandTextureAnomaly
 
         RandTextureAnomaly(**self.synthesis)  # fail now, with the parameter's name, not once per image
 
     def run(self) -> dict:
-        """Run the job on this rank; returns the summary (see :func:`bundle.offline.run_offline_job`)."""
-        from bundle.offline import run_offline_job
-
+        """Run the job on this rank; returns the summary (see :func:`bundle.preprocess.runner.run_offline_job`)."""
         items = synthesis_items(self.dataset_dir, self.output_dir, self.variants, self.seed)
         logger.info("synthesize: %d healthy images under %s -> %s (%d to %d variants each)", len(items),
                     self.dataset_dir, self.output_dir, *self.variants)
@@ -193,9 +165,6 @@ class SyntheticAnomalyJob:
 
     def _montage(self, records: list[dict]) -> None:
         """QA montage: first variants of evenly spaced images with their mask contours."""
-        from bundle.io import read_image, read_labels
-        from bundle.offline import records_montage
-
         def tile(r: dict) -> tuple[np.ndarray, np.ndarray, bool]:
             return read_image(r["outputs"][0])[0], read_labels(r["outputs"][1]), bool(r["flags"])
 
@@ -217,18 +186,18 @@ def offline_variant_datalist(
     Args:
         dataset_dir: the dataset root the variants mirror.
         images: the healthy images to take variants of (paths or datalist entries with ``"image"``), e.g.
-            the training split; default: every training image (:func:`training_images`).
+            the training split; default: every training image (:func:`bundle.data.datalist.split_images`).
         synthetic_dir: where the variants are; default ``<dataset_dir>/synthetic``.
 
     Raises:
         FileNotFoundError: when none of the images has a variant (the job has not been run).
     """
     root = Path(dataset_dir).absolute()
-    synthetic_dir = Path(synthetic_dir) if synthetic_dir else root / "synthetic"
-    paths = training_images(root) if images is None else [e["image"] if isinstance(e, Mapping) else e for e in images]
+    synthetic_dir = Path(synthetic_dir) if synthetic_dir else root / SYNTHETIC
+    paths = split_images(root) if images is None else [e["image"] if isinstance(e, Mapping) else e for e in images]
     entries = []
     for path in paths:
-        base = _base(path, root, synthetic_dir)
+        base = derived_path(path, root, synthetic_dir, suffix="")
         if not base.parent.is_dir():
             continue
         found = []

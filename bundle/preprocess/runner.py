@@ -33,9 +33,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch.distributed as dist
+from PIL import Image
+from tqdm.auto import tqdm
 
-from bundle.options import as_bool  # re-exported for the offline jobs: the bundle's one boolean reader
+from bundle.io import atomic_write
 
 __all__ = [
     "WorkItem",
@@ -43,8 +45,6 @@ __all__ = [
     "shard",
     "png_is_valid",
     "run_offline_job",
-    "contour_montage",
-    "as_bool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,6 @@ class WorkItem:
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size) from ``torch.distributed`` when initialised, else the torchrun environment."""
     try:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank(), dist.get_world_size()
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -88,8 +86,6 @@ def shard(items: Sequence[WorkItem], rank: int, world_size: int) -> list[WorkIte
 
 def png_is_valid(path: str | os.PathLike) -> bool:
     """True when ``path`` is a complete, decodable PNG (header, every chunk CRC, image data)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             if img.format != "PNG":
@@ -152,15 +148,11 @@ def _previous_flags(report_dir: Path, name: str) -> dict[str, list[str]]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    from bundle.io import atomic_write
-
     with atomic_write(path) as tmp:
         Path(tmp).write_text(json.dumps(payload, indent=2))
 
 
 def _write_reports(report_dir: Path, name: str, records: list[dict], summary: dict) -> None:
-    from bundle.io import atomic_write
-
     records = sorted(records, key=lambda r: r["source"])
     _write_json(report_dir / f"{name}_report.json", {"summary": summary, "records": records})
     with atomic_write(report_dir / f"{name}_report.csv") as tmp:
@@ -187,8 +179,6 @@ def _summarise(records: Iterable[dict]) -> dict:
 
 def _gather(records: list[dict], rank: int, world: int, timeout_s: float) -> list[dict] | None:
     """All ranks' records on rank 0 (None elsewhere), through the existing or a temporary gloo group."""
-    import torch.distributed as dist
-
     own_group = not dist.is_initialized()
     if own_group:
         dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
@@ -242,7 +232,6 @@ def run_offline_job(
         num_workers = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     num_workers = max(0, min(int(num_workers), len(mine)))
     carried = _previous_flags(report_dir, name)
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(mine), desc=f"{name} [rank {rank}/{world}]" if world > 1 else name,
                position=rank if world > 1 else None, disable=not progress, unit="img", dynamic_ncols=True)
@@ -324,87 +313,3 @@ def run_offline_job(
     if after is not None:
         after(everything)
     return summary
-
-
-_COLOURS = np.array([[0, 0, 0], [255, 140, 0], [0, 200, 255], [120, 255, 60], [255, 60, 200]], np.uint8)
-
-
-def records_montage(
-    records: Sequence[dict],
-    tile: Callable[[dict], tuple[np.ndarray, np.ndarray, bool]],
-    path: str | os.PathLike,
-    count: int,
-) -> Path | None:
-    """Write a QA montage (:func:`contour_montage`) of up to ``count`` evenly spaced finished job records.
-
-    Args:
-        records: the job's merged records; failed ones (and ones without outputs) are left out.
-        tile: maps a record to ``(image, labels, highlight)`` for :func:`contour_montage`.
-        path: the PNG to write (atomically).
-        count: how many records to show at most; 0 writes nothing.
-
-    Returns:
-        The path, or None when there is nothing to draw.
-    """
-    ok = [r for r in records if r["status"] != "failed" and r["outputs"]]
-    if not ok or count <= 0:
-        return None
-    tiles = []
-    for i in np.unique(np.linspace(0, len(ok) - 1, min(count, len(ok))).astype(int)):
-        try:
-            tiles.append(tile(ok[i]))
-        except Exception as e:  # the montage is a convenience: never fail the job for it
-            logger.warning("QA montage skips %s: %s", ok[i]["source"], e)
-    return contour_montage(tiles, path)
-
-
-def contour_montage(
-    tiles: Sequence[tuple[np.ndarray, np.ndarray, bool]],
-    path: str | os.PathLike,
-    tile_size: int = 192,
-    columns: int = 4,
-) -> Path | None:
-    """Write a QA montage PNG: images with the contours of their label maps, one colour per label.
-
-    Args:
-        tiles: ``(image, labels, highlight)`` with ``image`` (H, W) in [0, 1], ``labels`` (H, W) integer
-            (label 1 orange, 2 cyan, 3 green, 4 magenta) and ``highlight`` drawing a red frame (e.g. no lung found).
-        path: the PNG to write (atomically).
-        tile_size: side of each square tile in pixels (images are resized with nearest neighbour, letterboxed).
-        columns: tiles per row.
-
-    Returns:
-        The path, or None when there is nothing to draw.
-    """
-    from PIL import Image
-
-    from bundle.io import atomic_write
-
-    if not tiles:
-        return None
-    rows = (len(tiles) + columns - 1) // columns
-    canvas = np.zeros((rows * tile_size, columns * tile_size, 3), np.uint8)
-    for i, (image, labels, highlight) in enumerate(tiles):
-        h, w = image.shape
-        s = tile_size / max(h, w)
-        th, tw = max(1, int(round(h * s))), max(1, int(round(w * s)))
-        ri = np.minimum((np.arange(th) / s).astype(int), h - 1)
-        ci = np.minimum((np.arange(tw) / s).astype(int), w - 1)
-        img = np.clip(image[np.ix_(ri, ci)] * 255, 0, 255).astype(np.uint8)
-        lab = np.asarray(labels)[np.ix_(ri, ci)]
-        rgb = np.repeat(img[..., None], 3, axis=2)
-        edge = np.zeros(lab.shape, bool)  # a pixel whose right or lower neighbour has another label
-        edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-        edge[:-1, :] |= lab[:-1, :] != lab[1:, :]
-        edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-        edge[1:, :] |= lab[1:, :] != lab[:-1, :]
-        edge &= lab > 0
-        rgb[edge] = _COLOURS[np.clip(lab[edge], 0, len(_COLOURS) - 1)]
-        if highlight:
-            rgb[:2], rgb[-2:], rgb[:, :2], rgb[:, -2:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
-        r0 = (i // columns) * tile_size + (tile_size - th) // 2
-        c0 = (i % columns) * tile_size + (tile_size - tw) // 2
-        canvas[r0 : r0 + th, c0 : c0 + tw] = rgb
-    with atomic_write(path) as tmp:
-        Image.fromarray(canvas).save(tmp, format="PNG")
-    return Path(path)

@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
+from ignite.handlers import Checkpoint, ProgressBar
 from monai.handlers import CheckpointSaver
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bundle.io import atomic_write
-from bundle.network import unwrap
 from bundle.options import as_bool, is_null
+from bundle.training.network import unwrap
 
 __all__ = [
     "WeightEMA",
@@ -462,8 +462,6 @@ class ProgressBarHandler:
     """
 
     def __init__(self, output_transform: Callable | None = None, persist: bool = False) -> None:
-        from ignite.handlers import ProgressBar
-
         self.bar = ProgressBar(persist=persist)
         self.output_transform = output_transform or loss_terms
 

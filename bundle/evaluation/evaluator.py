@@ -34,10 +34,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Events
+from tqdm import tqdm
 
+from bundle.data.datalist import build_datalist
+from bundle.evaluation.metrics import (
+    DiceAccumulator,
+    PixelAUROC,
+    best_f1,
+    image_ap,
+    image_auroc,
+    nan_to_none,
+)
+from bundle.evaluation.report import (
+    csv_text,
+    markdown_report,
+    plot_roc_pr,
+    save_montage,
+)
 from bundle.inference import FailureLog, meta_of
-from bundle.metrics import DiceAccumulator, PixelAUROC, best_f1, image_ap, image_auroc, nan_to_none
-from bundle.report import as_2d, csv_text, write_text_atomic
+from bundle.io import as_2d, write_text_atomic
 
 __all__ = ["evaluation_datalist", "AnomalyEvaluationReport"]
 
@@ -55,8 +71,6 @@ def evaluation_datalist(source: str | os.PathLike, split: str = "test") -> list[
     Raises:
         ValueError: the split is empty, an entry has no 0/1 label, or an image is listed twice.
     """
-    from bundle.data import build_datalist
-
     kwargs = {"require_train": False} if os.path.isdir(source) else {}
     entries = list(build_datalist(source, **kwargs).get(split) or [])
     if not entries:
@@ -133,8 +147,6 @@ class AnomalyEvaluationReport:
         self.metrics: dict[str, Any] = {}
 
     def attach(self, engine: Any) -> None:
-        from ignite.engine import Events
-
         engine.add_event_handler(Events.STARTED, self.started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
         engine.add_event_handler(Events.COMPLETED, self.completed)
@@ -148,8 +160,6 @@ class AnomalyEvaluationReport:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._bar = None
         if self.progress:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=len(self.data), desc=f"evaluate ({self.split})", unit="img", dynamic_ncols=True)
 
     def iteration_completed(self, engine: Any) -> None:
@@ -250,8 +260,6 @@ class AnomalyEvaluationReport:
         return metrics
 
     def completed(self, engine: Any = None) -> None:
-        from bundle.report import markdown_report, plot_roc_pr, save_montage
-
         if self._bar is not None:
             self._bar.close()
         self.metrics = metrics = self.compute()

@@ -14,14 +14,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
+
+from bundle.evaluation.metrics import image_ap, image_auroc, pr_curve, roc_curve
+from bundle.io import as_2d, atomic_write
 
 __all__ = [
-    "as_2d",
-    "write_text_atomic",
     "csv_text",
     "DISPLAY_MAX_DIFF",
     "overlay_image",
-    "save_rgb_png",
     "plot_roc_pr",
     "save_montage",
     "markdown_report",
@@ -30,27 +31,6 @@ __all__ = [
 #: |image - recon| shown at full heat-map colour in overlays (errors are squared: 0.25 -> 0.0625)
 DISPLAY_MAX_DIFF = 0.25
 _CONTOUR_RGB = np.array([0.0, 1.0, 1.0])  # cyan: visible over grey and over the inferno heat map
-
-
-def as_2d(x: Any, dtype: Any = None) -> np.ndarray:
-    """numpy (H, W) from an (H, W) / (1, H, W) / (1, 1, H, W) array, tensor or MetaTensor."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2D array, got shape {arr.shape}.")
-    return arr if dtype is None else arr.astype(dtype)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file all-or-nothing (temporary name, then rename)."""
-    from bundle.io import atomic_write
-
-    with atomic_write(path) as tmp:
-        Path(tmp).write_text(text)
-    return Path(path)
 
 
 def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -94,8 +74,6 @@ def overlay_image(
         uint8 array (H', W', 3).
     """
     from matplotlib import colormaps
-    from scipy import ndimage
-
     img = np.clip(as_2d(image), 0.0, 1.0)
     h, w = img.shape
     if max_size is not None and max(h, w) > max_size:
@@ -114,20 +92,7 @@ def overlay_image(
     return np.rint(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def save_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write an (H, W, 3) uint8 array as PNG, atomically."""
-    from PIL import Image
-
-    from bundle.io import atomic_write
-
-    with atomic_write(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(tmp, format="PNG")
-    return Path(path)
-
-
 def _save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    from bundle.io import atomic_write
-
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return Path(path)
@@ -145,8 +110,6 @@ def plot_roc_pr(
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
-
-    from bundle.metrics import image_ap, image_auroc, pr_curve, roc_curve
 
     roc, pr = roc_curve(scores, labels), pr_curve(scores, labels)
     if roc is None or pr is None:

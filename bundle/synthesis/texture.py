@@ -2,7 +2,7 @@
 
 The published pipeline (ALGORITHM.md section 2), vectorised and size-independent:
 
-1. brush: a cloudy streak texture (procedural by default, see :mod:`bundle.brush`, or any grayscale
+1. brush: a cloudy streak texture (procedural by default, see :mod:`bundle.synthesis.brush`, or any grayscale
    image file) painted in the colour of the image's 85th intensity percentile;
 2. strokes: per lung a stroke count from {0, 1, 2, 3, 4, 10, ..., 14} (P(0) = 0.2, never zero in
    every lung), each a quadratic Bezier curve between two random lung points with a jittered
@@ -39,29 +39,33 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable, Transform
-from monai.utils import convert_data_type, convert_to_dst_type
 from scipy import ndimage as ndi
 
-from bundle.brush import BRUSH_SHAPE, load_brush, procedural_brush, quantization_tone, stamp_bank
+from bundle.synthesis.brush import (
+    BRUSH_SHAPE,
+    load_brush,
+    procedural_brush,
+    quantization_tone,
+    stamp_bank,
+)
 
 __all__ = [
     "TextureAnomalyParams",
     "synthesize_texture_anomaly",
     "soft_lung_mask",
     "lung_margin",
-    "RandTextureAnomaly",
-    "RandTextureAnomalyd",
-    "anomaly_statistics",
     "stamp_counts",
-    "summarize_statistics",
+    "Brush",
+    "default_brush",
+    "Prepared",
+    "prepare",
+    "draw",
+    "no_anomaly",
 ]
 
 
@@ -87,7 +91,7 @@ class TextureAnomalyParams:
         alpha_levels: the published code keeps every alpha in 8 bits and truncates it after each
             scaling (stamp opacity, layer alphas, crystallize means, lung/rib weighting, gain). This
             is reproduced on average: the brush gets the tone curve of the truncated stamp opacity
-            (:func:`bundle.brush.quantization_tone`, which also makes the log-space stamping deposit
+            (:func:`bundle.synthesis.brush.quantization_tone`, which also makes the log-space stamping deposit
             ``opacity x texel`` on average) and every later scaling loses half a level (0: exact
             float alphas).
         support_level: where the painted layer A reaches this alpha it has the brush colour, elsewhere
@@ -320,7 +324,7 @@ def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.rand
     return counts
 
 
-class _Brush:
+class Brush:
     """A texture and the key its stamp banks are cached under."""
 
     def __init__(self, brush: str | os.PathLike | np.ndarray | None, brush_seed: int) -> None:
@@ -338,17 +342,17 @@ class _Brush:
             self.texture, self.key = load_brush(brush), ("file", str(Path(brush).absolute()))
 
 
-_DEFAULT_BRUSH: dict[int, _Brush] = {}
+_DEFAULT_BRUSHES: dict[int, Brush] = {}
 
 
-def _default_brush(seed: int = 0) -> _Brush:
-    if seed not in _DEFAULT_BRUSH:
-        _DEFAULT_BRUSH[seed] = _Brush(None, seed)
-    return _DEFAULT_BRUSH[seed]
+def default_brush(seed: int = 0) -> Brush:
+    if seed not in _DEFAULT_BRUSHES:
+        _DEFAULT_BRUSHES[seed] = Brush(None, seed)
+    return _DEFAULT_BRUSHES[seed]
 
 
 def _paint_strokes(
-    lung: np.ndarray, labels: np.ndarray, s: float, params: TextureAnomalyParams, brush: _Brush, rng: np.random.RandomState
+    lung: np.ndarray, labels: np.ndarray, s: float, params: TextureAnomalyParams, brush: Brush, rng: np.random.RandomState
 ) -> tuple[np.ndarray, int]:
     """Layer A: Bezier strokes of jittered stamps between random lung points. Returns (alpha, strokes)."""
     h, w = lung.shape
@@ -512,7 +516,7 @@ def synthesize_texture_anomaly(
     lung: np.ndarray,
     rng: np.random.RandomState,
     params: TextureAnomalyParams | None = None,
-    brush: _Brush | None = None,
+    brush: Brush | None = None,
     max_attempts: int = 4,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Paint one texture anomaly into the lungs of an image.
@@ -534,11 +538,11 @@ def synthesize_texture_anomaly(
         ``lung_fraction`` (mask area / lung area), ``strokes``, ``attempts`` and ``reason``.
     """
     params = params or DEFAULT_PARAMS
-    return _draw(_prepare(image, lung, params), rng, params, brush or _default_brush(), max_attempts)
+    return draw(prepare(image, lung, params), rng, params, brush or default_brush(), max_attempts)
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """What every anomaly drawn into one image shares (computed once for several variants)."""
 
     image: np.ndarray
@@ -552,7 +556,7 @@ class _Prepared:
     weight: np.ndarray | None = None
 
 
-def _prepare(image: np.ndarray, lung: np.ndarray, params: TextureAnomalyParams) -> _Prepared:
+def prepare(image: np.ndarray, lung: np.ndarray, params: TextureAnomalyParams) -> Prepared:
     image = np.asarray(image, np.float32)
     lung = np.asarray(lung)
     if image.ndim != 2 or lung.shape != image.shape:
@@ -562,7 +566,7 @@ def _prepare(image: np.ndarray, lung: np.ndarray, params: TextureAnomalyParams) 
     sizes = np.bincount(np.clip(lung, 0, None).ravel()) if lung.dtype.kind == "i" else np.bincount(lung.ravel())
     labels = np.flatnonzero(sizes[1:]) + 1
     if labels.size == 0:
-        return _Prepared(image, labels)
+        return Prepared(image, labels)
     h, w = image.shape
     s = _scale((h, w), params)
     sub = max(1, int(np.sqrt(image.size / 16384)))  # the percentile of ~16k evenly spread pixels
@@ -577,16 +581,16 @@ def _prepare(image: np.ndarray, lung: np.ndarray, params: TextureAnomalyParams) 
     weight = soft_lung_mask(lung_roi, params, s)
     weight *= (np.float32(params.rib_weight) * img + np.float32(1.0 - params.rib_weight)) * np.float32(params.alpha_gain)
     n_seeds = max(1, int(round(params.crystal_seeds * img.size / image.size)))
-    return _Prepared(image, labels, int(sizes[labels].sum()), roi, lung_roi, s, grey, n_seeds, weight)
+    return Prepared(image, labels, int(sizes[labels].sum()), roi, lung_roi, s, grey, n_seeds, weight)
 
 
-def _draw(
-    prep: _Prepared, rng: np.random.RandomState, params: TextureAnomalyParams, brush: _Brush, max_attempts: int
+def draw(
+    prep: Prepared, rng: np.random.RandomState, params: TextureAnomalyParams, brush: Brush, max_attempts: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     image = prep.image
     out, mask = image.copy(), np.zeros(image.shape, np.uint8)
     if prep.labels.size == 0:
-        return out, mask, _NO_ANOMALY("no lung")
+        return out, mask, no_anomaly("no lung")
     s, img = prep.scale, image[prep.roi]
     for attempt in range(1, max(1, max_attempts) + 1):
         a, strokes = _paint_strokes(prep.lung_roi, prep.labels, s, params, brush, rng)
@@ -610,220 +614,5 @@ def _draw(
     return out, mask, info
 
 
-class RandTextureAnomaly(Randomizable, Transform):
-    """Randomly paint an ART-ASyn texture anomaly (lung-opacity-like) into the lungs.
-
-    With probability ``prob`` an anomaly is drawn (see :func:`synthesize_texture_anomaly`); otherwise,
-    or when the lung map is empty, the image comes back unchanged with an empty mask. All draws come
-    from ``self.R``, so ``set_random_state`` makes it reproducible.
-
-    Args:
-        prob: probability of drawing an anomaly.
-        brush: None for the procedural brush, a texture file path, or a (h, w) texture array.
-        brush_seed: seed of the procedural brush texture.
-        max_attempts: redraws when an anomaly's mask comes out empty.
-        params: any field of :class:`TextureAnomalyParams` (published defaults).
-
-    Call with ``img`` (1, H, W) in [0, 1] (numpy, torch or MetaTensor) and ``lung`` (1, H, W) or (H, W)
-    label map; returns ``(anomalous, mask)`` of the image's type, both (1, H, W) float32, mask 0/1.
-    """
-
-    def __init__(
-        self, prob: float = 1.0, brush: str | np.ndarray | None = None, brush_seed: int = 0, max_attempts: int = 4, **params: Any
-    ) -> None:
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"prob must be in [0, 1], got {prob}")
-        known = {f.name for f in fields(TextureAnomalyParams)}
-        unknown = set(params) - known
-        if unknown:
-            raise TypeError(f"unknown RandTextureAnomaly parameters {sorted(unknown)}; known: {sorted(known)}")
-        self.prob = prob
-        self.params = TextureAnomalyParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
-        self.brush = _default_brush(brush_seed) if brush is None else _Brush(brush, brush_seed)
-        self.max_attempts = max_attempts
-        self._do_transform = False
-
-    def randomize(self, data: Any = None) -> None:
-        self._do_transform = self.R.rand() < self.prob
-
-    def __call__(self, img: Any, lung: Any, randomize: bool = True, return_info: bool = False):
-        """Returns ``(anomalous, mask)``, or ``(anomalous, mask, info)`` with ``return_info``."""
-        (out, mask, info), *_ = self.variants(img, lung, 1, randomize)
-        return (out, mask, info) if return_info else (out, mask)
-
-    def variants(self, img: Any, lung: Any, count: int, randomize: bool = True) -> list[tuple[Any, Any, dict]]:
-        """``count`` independent draws ``(anomalous, mask, info)`` for one image (shared set-up computed once)."""
-        image, *_ = convert_data_type(img, np.ndarray, dtype=np.float32)
-        lung_np, *_ = convert_data_type(lung, np.ndarray)
-        if image.ndim != 3 or image.shape[0] != 1:
-            raise ValueError(f"RandTextureAnomaly expects a (1, H, W) image, got shape {tuple(image.shape)}")
-        lung_np = lung_np.reshape(lung_np.shape[-2:]) if lung_np.ndim == 3 and lung_np.shape[0] == 1 else lung_np
-        if lung_np.shape != image.shape[1:]:
-            raise ValueError(f"lung map shape {tuple(lung_np.shape)} does not match image shape {tuple(image.shape)}")
-        dtype = torch.float32 if isinstance(img, torch.Tensor) else np.float32
-        prep, results = None, []
-        for _ in range(count):
-            if randomize:
-                self.randomize()
-            if self._do_transform:
-                prep = prep or _prepare(image[0], lung_np, self.params)
-                out, mask, info = _draw(prep, self.R, self.params, self.brush, self.max_attempts)
-            else:
-                out, mask, info = image[0], np.zeros(image.shape[1:], np.uint8), _NO_ANOMALY("not drawn (prob)")
-            out_t = convert_to_dst_type(out[None], img, dtype=dtype)[0]
-            mask_t = convert_to_dst_type(mask[None].astype(np.float32), img, dtype=dtype)[0]
-            results.append((out_t, mask_t, info))
-        return results
-
-
-class RandTextureAnomalyd(Randomizable, MapTransform):
-    """Dictionary form of :class:`RandTextureAnomaly`, optionally making several variants per image.
-
-    Reads ``keys`` (the image, (1, H, W) in [0, 1]) and ``lung_key`` (label map); writes the anomalous
-    image to the image key, the healthy image to ``target_key``, the 0/1 mask to ``mask_key`` and a
-    plain dict to ``meta_key``: ``anomaly`` (bool), ``area`` (mask fraction of the image),
-    ``lung_fraction`` (mask area / lung area), ``strokes`` (int). All values are plain Python
-    numbers, so default collation works.
-
-    Args:
-        keys: the image key (exactly one).
-        lung_key: key of the (1, H, W) lung label map (kept in the output).
-        target_key: where the healthy image goes.
-        mask_key: where the anomaly mask goes ((1, H, W) float32 0/1, the image's array type).
-        meta_key: where the per-sample synthesis record goes (None: not written).
-        prob: probability that a variant gets an anomaly (otherwise it is a healthy copy).
-        num_variants: anomalous variants per input, an int or an inclusive (low, high) range drawn
-            per input from ``self.R``.
-        include_healthy: also return the unchanged image (empty mask) as the first sample.
-        allow_missing_keys: skip silently when the image key is missing.
-        kwargs: :class:`RandTextureAnomaly` arguments (``brush``, ``brush_seed``, ``max_attempts`` and
-            any :class:`TextureAnomalyParams` field).
-
-    Returns:
-        One dict when ``num_variants == 1`` and not ``include_healthy``; otherwise a list of dicts
-        (healthy copy first), which ``monai.data.list_data_collate`` flattens into the batch.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = "image",
-        lung_key: str = "lung",
-        target_key: str = "target",
-        mask_key: str = "anomaly_mask",
-        meta_key: str | None = "anomaly_meta",
-        prob: float = 1.0,
-        num_variants: int | Sequence[int] = 1,
-        include_healthy: bool = False,
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        if len(self.keys) != 1:
-            raise ValueError(f"RandTextureAnomalyd paints one image key, got {self.keys}")
-        if isinstance(num_variants, (int, np.integer)):
-            low = high = int(num_variants)
-        else:
-            low, high = (int(v) for v in num_variants)
-        if low < 0 or high < low or (high == 0 and not include_healthy):
-            raise ValueError(f"num_variants must be an int >= 0 or a (low, high) range, with at least one sample; got {num_variants}")
-        self.lung_key, self.target_key, self.mask_key, self.meta_key = lung_key, target_key, mask_key, meta_key
-        self.num_variants = (low, high)
-        self.include_healthy = include_healthy
-        self.synth = RandTextureAnomaly(prob=prob, **kwargs)
-        self._count = low
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> "RandTextureAnomalyd":
-        super().set_random_state(seed, state)
-        self.synth.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        low, high = self.num_variants
-        self._count = low if low == high else int(self.R.randint(low, high + 1))
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict | list[dict]:
-        self.randomize()
-        key = self.keys[0]
-        single = self.num_variants == (1, 1) and not self.include_healthy
-        if key not in data:
-            if self.allow_missing_keys:
-                return dict(data) if single else [dict(data)]
-            raise KeyError(f"RandTextureAnomalyd: key {key!r} not in the data (keys: {list(data)})")
-        if self.lung_key not in data:
-            raise KeyError(f"RandTextureAnomalyd: lung map key {self.lung_key!r} not in the data (keys: {list(data)})")
-        image, lung = data[key], data[self.lung_key]
-        samples = []
-        if self.include_healthy:
-            samples.append(self._sample(data, key, _copy(image), _zeros_like(image), _NO_ANOMALY("healthy copy")))
-        for out, mask, info in self.synth.variants(image, lung, self._count):
-            samples.append(self._sample(data, key, out, mask, info))
-        return samples[0] if single else samples
-
-    def _sample(self, data: Mapping, key: Hashable, image: Any, mask: Any, info: dict) -> dict:
-        d = dict(data)
-        d[self.target_key] = _copy(data[key])
-        d[key] = image
-        d[self.mask_key] = mask
-        if self.meta_key is not None:
-            d[self.meta_key] = {k: info[k] for k in ("anomaly", "area", "lung_fraction", "strokes")}
-        return d
-
-
-def _NO_ANOMALY(reason: str) -> dict[str, Any]:
+def no_anomaly(reason: str) -> dict[str, Any]:
     return {"anomaly": False, "area": 0.0, "lung_fraction": 0.0, "strokes": 0, "reason": reason}
-
-
-def _copy(x: Any) -> Any:
-    """A private copy (MetaTensor meta included), so later in-place transforms touch one key only."""
-    return x.clone() if isinstance(x, torch.Tensor) else np.array(x, copy=True)
-
-
-def _zeros_like(img: Any) -> Any:
-    zeros = np.zeros(tuple(img.shape), np.float32)
-    return convert_to_dst_type(zeros, img, dtype=torch.float32 if isinstance(img, torch.Tensor) else np.float32)[0]
-
-
-def anomaly_statistics(image: np.ndarray, anomalous: np.ndarray, mask: np.ndarray, lung: np.ndarray) -> dict[str, float]:
-    """Size and strength of one synthetic anomaly (what ``benchmarks/bench_synthesis.py`` compares).
-
-    Args:
-        image: (H, W) healthy image in [0, 1].
-        anomalous: (H, W) the same image with the anomaly.
-        mask: (H, W) anomaly mask (non-zero = anomaly).
-        lung: (H, W) lung label map (non-zero = lung).
-
-    Returns:
-        ``area`` (mask area / lung area), ``mean_in_mask`` (mean brightening inside the mask, 0 when
-        empty), ``per_lung_pixel`` (total brightening / lung area), ``outside_share`` (share of the
-        total brightening outside the mask, 0 when nothing brightened) and ``pieces`` (8-connected
-        mask components).
-    """
-    inside = np.asarray(mask) > 0
-    lung_area = max(int((np.asarray(lung) > 0).sum()), 1)
-    diff = np.asarray(anomalous, np.float64) - np.asarray(image, np.float64)
-    total = float(diff.sum())
-    return {
-        "area": float(inside.sum()) / lung_area,
-        "mean_in_mask": float(diff[inside].mean()) if inside.any() else 0.0,
-        "per_lung_pixel": total / lung_area,
-        "outside_share": float(diff[~inside].sum()) / total if total > 0 else 0.0,
-        "pieces": float(ndi.label(inside, structure=np.ones((3, 3), bool))[1]),
-    }
-
-
-def summarize_statistics(per_draw: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Summary of :func:`anomaly_statistics` over draws: area q10 / median / q90, mean brightening in the mask,
-    brightening per lung pixel and share outside the mask (means over the draws; the share is pooled:
-    total outside / total), median pieces and the number of empty masks."""
-    col = {k: np.array([d[k] for d in per_draw], np.float64) for k in per_draw[0]}
-    nonempty = col["area"] > 0
-    return {
-        "area_q10": float(np.percentile(col["area"], 10)),
-        "area_median": float(np.median(col["area"])),
-        "area_q90": float(np.percentile(col["area"], 90)),
-        "mean_in_mask": float(col["mean_in_mask"][nonempty].mean()) if nonempty.any() else 0.0,
-        "per_lung_pixel": float(col["per_lung_pixel"].mean()),
-        "outside_share": float((col["outside_share"] * col["per_lung_pixel"]).sum() / max(col["per_lung_pixel"].sum(), 1e-12)),
-        "pieces_median": float(np.median(col["pieces"])),
-        "empty": float((~nonempty).sum()),
-    }
