@@ -274,9 +274,8 @@ def _voi_lut_table(ds) -> tuple[int, np.ndarray]:
     return first, table[:n_entries].astype(np.float64)
 
 
-def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
-    apply_modality_lut, apply_windowing, apply_color_lut = _pydicom_luts()
-
+def _parse_dicom(path: str | os.PathLike) -> Any:
+    """The pydicom data set of a single-frame image file (with or without the 128-byte preamble)."""
     try:
         try:
             ds = pydicom.dcmread(path)
@@ -286,21 +285,48 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         raise CXRReadError(path, f"cannot parse as DICOM ({type(e).__name__}: {e})") from e
     if "PixelData" not in ds:
         raise CXRReadError(path, "DICOM file has no pixel data (not an image, or not a DICOM file)")
-    file_meta = getattr(ds, "file_meta", None)
-    ts = getattr(file_meta, "TransferSyntaxUID", None) if file_meta is not None else None
-    ts_text = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise CXRReadError(path, f"multi-frame DICOM ({frames} frames); a single 2D radiograph is expected")
+    return ds
 
-    if ts is not None and ts.is_compressed:
-        if not _decoder_available(ts):
-            raise CXRReadError(path, f"no installed decoder handles the transfer syntax {ts_text}; {_DECODER_HINT}")
+
+def _decode_dicom(path: str | os.PathLike, ds: Any) -> np.ndarray:
+    """The stored pixel values; a compressed transfer syntax without an installed decoder is named."""
+    file_meta = getattr(ds, "file_meta", None)
+    ts = getattr(file_meta, "TransferSyntaxUID", None) if file_meta is not None else None
+    ts_text = f"{ts.name} ({ts})" if ts is not None else "unknown transfer syntax"
+    if ts is not None and ts.is_compressed and not _decoder_available(ts):
+        raise CXRReadError(path, f"no installed decoder handles the transfer syntax {ts_text}; {_DECODER_HINT}")
     try:
-        stored = ds.pixel_array
+        return ds.pixel_array
     except Exception as e:
         raise CXRReadError(path, f"cannot decode the pixel data ({ts_text}): {type(e).__name__}: {e}") from e
 
+
+def _dicom_grey(path: str | os.PathLike, ds: Any, values: np.ndarray, apply_windowing: Any) -> tuple[np.ndarray, str]:
+    """Modality values -> [0, 1] through the VOI LUT, else the window, else min-max; and how it was done."""
+    if ds.get("VOILUTSequence"):
+        # our own lookup, not pydicom's apply_voi (2.4 and 3.0): it holds the LUT index in the LUT's output
+        # dtype, so a 4096-entry LUT with 8-bit output wraps indices above 255; and it truncates instead of
+        # rounding rescaled (float) values. The io tests compare both where they agree.
+        first, table = _voi_lut_table(ds)
+        # normalise by what this LUT actually outputs (robust to a mis-declared bit depth)
+        lo, hi = float(table.min()), float(table.max())
+        index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
+        return ((table[index] - lo) / (hi - lo) if hi > lo else np.zeros(index.shape)), "voi_lut"
+    has_window = ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "")
+    if has_window and _first(ds.WindowWidth) >= 1:  # an absent, empty or degenerate window means: no VOI given
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        ds.VOILUTFunction = function  # empty means LINEAR (PS3.3 C.11.2.1.3); pydicom rejects ""
+        return _window(ds, values, apply_windowing), f"window_{function.lower()}"
+    return _minmax(path, values), "minmax"
+
+
+def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    apply_modality_lut, apply_windowing, apply_color_lut = _pydicom_luts()
+    ds = _parse_dicom(path)
+    stored = _decode_dicom(path, ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if stored.ndim == 3 and stored.shape[-1] in (3, 4):  # colour secondary capture: luminance
         if photometric == "PALETTE COLOR":
@@ -315,25 +341,7 @@ def _read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
     try:
         values = apply_modality_lut(stored, ds)  # RescaleSlope/Intercept or Modality LUT Sequence
-        if ds.get("VOILUTSequence"):
-            # our own lookup, not pydicom's apply_voi (2.4 and 3.0): it holds the LUT index in the LUT's output
-            # dtype, so a 4096-entry LUT with 8-bit output wraps indices above 255; and it truncates instead of
-            # rounding rescaled (float) values. tests/test_io.py compares both where they agree.
-            first, table = _voi_lut_table(ds)
-            # normalise by what this LUT actually outputs (robust to a mis-declared bit depth)
-            lo, hi = float(table.min()), float(table.max())
-            index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
-            image = (table[index] - lo) / (hi - lo) if hi > lo else np.zeros(index.shape)
-            intensity = "voi_lut"
-        elif ds.get("WindowCenter") not in (None, "") and ds.get("WindowWidth") not in (None, "") and _first(
-            ds.WindowWidth
-        ) >= 1:  # an absent, empty or degenerate window means: no VOI given
-            function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-            ds.VOILUTFunction = function  # empty means LINEAR (PS3.3 C.11.2.1.3); pydicom rejects ""
-            image = _window(ds, values, apply_windowing)
-            intensity = f"window_{function.lower()}"
-        else:
-            image, intensity = _minmax(path, values), "minmax"
+        image, intensity = _dicom_grey(path, ds, values, apply_windowing)
     except CXRReadError:
         raise
     except Exception as e:

@@ -191,6 +191,50 @@ def _gather(records: list[dict], rank: int, world: int, timeout_s: float) -> lis
             dist.destroy_process_group()
 
 
+def _failed(chunk: Sequence[WorkItem], reason: str) -> list[dict]:
+    return [
+        {"source": it.source, "outputs": list(it.outputs), "status": FAILED, "reason": reason, "flags": [], "seconds": 0.0}
+        for it in chunk
+    ]
+
+
+def _run_in_pool(
+    func: Callable[[WorkItem], dict | None],
+    chunks: list[list[WorkItem]],
+    is_valid: Callable[[str], bool],
+    overwrite: bool,
+    num_workers: int,
+    collect: Callable[[list[dict]], None],
+) -> None:
+    """Run the chunks in a process pool through a bounded queue; a dead worker fails only its chunks."""
+    pending = list(reversed(chunks))
+    window = 4 * num_workers  # bounded queue: memory stays flat for 220,000 items
+    pool = _pool(num_workers)
+    try:
+        running: dict[cf.Future, list[WorkItem]] = {}
+        while pending or running:
+            while pending and len(running) < window:
+                chunk = pending.pop()
+                running[pool.submit(_run_chunk, func, chunk, is_valid, overwrite)] = chunk
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for fut in finished:
+                chunk = running.pop(fut)
+                try:
+                    collect(fut.result())
+                except Exception as e:  # a worker died (e.g. killed for memory): fail its chunk
+                    broken = broken or isinstance(e, cf.process.BrokenProcessPool)
+                    collect(_failed(chunk, f"worker process failed: {type(e).__name__}: {e}"))
+            if broken:  # every chunk still in flight is lost with the pool; a rerun retries them
+                for chunk in running.values():
+                    collect(_failed(chunk, "worker pool broke while this item was queued"))
+                running.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = _pool(num_workers)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_offline_job(
     name: str,
     items: Sequence[WorkItem],
@@ -251,36 +295,7 @@ def run_offline_job(
             for chunk in chunks:
                 collect(_run_chunk(func, chunk, is_valid, overwrite))
         else:
-            pending = list(reversed(chunks))
-            window = 4 * num_workers  # bounded queue: memory stays flat for 220,000 items
-            pool = _pool(num_workers)
-            try:
-                running: dict[cf.Future, list[WorkItem]] = {}
-                while pending or running:
-                    while pending and len(running) < window:
-                        chunk = pending.pop()
-                        running[pool.submit(_run_chunk, func, chunk, is_valid, overwrite)] = chunk
-                    finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    broken = False
-                    for fut in finished:
-                        chunk = running.pop(fut)
-                        try:
-                            collect(fut.result())
-                        except Exception as e:  # a worker died (e.g. killed for memory): fail its chunk
-                            broken = broken or isinstance(e, cf.process.BrokenProcessPool)
-                            collect([{"source": it.source, "outputs": list(it.outputs), "status": FAILED,
-                                      "reason": f"worker process failed: {type(e).__name__}: {e}", "flags": [],
-                                      "seconds": 0.0} for it in chunk])
-                    if broken:  # every chunk still in flight is lost with the pool; a rerun retries them
-                        for fut, chunk in running.items():
-                            collect([{"source": it.source, "outputs": list(it.outputs), "status": FAILED,
-                                      "reason": "worker pool broke while this item was queued", "flags": [],
-                                      "seconds": 0.0} for it in chunk])
-                        running.clear()
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool = _pool(num_workers)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            _run_in_pool(func, chunks, is_valid, overwrite, num_workers, collect)
     finally:
         bar.close()
 
