@@ -17,6 +17,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from bundle.keys import Keys
+
 __all__ = ["MONAILabelResultd"]
 
 
@@ -50,12 +52,12 @@ class MONAILabelResultd(MapTransform):
 
     def __init__(
         self,
-        keys: KeysCollection = "score",
+        keys: KeysCollection = Keys.SCORE,
         score_threshold: float | None = None,
         score_rule: str = "mean",
-        pred_key: str = "pred",
+        pred_key: str = Keys.PRED,
         lungs_found_key: str = "lungs_found",
-        image_key: str = "image",
+        image_key: str = Keys.IMAGE,
         result_key: str = "result",
         extension_key: str = "result_extension",
         dicom_result_extension: str = ".nii.gz",

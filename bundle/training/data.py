@@ -23,6 +23,7 @@ from monai.transforms import MapTransform
 
 from bundle.data.datalist import build_datalist, split_train_val
 from bundle.io import read_image, read_labels
+from bundle.keys import Keys
 from bundle.preprocess.anomalies import offline_variant_datalist
 
 __all__ = ["image_label", "training_split", "group_offline_variants", "OfflineVariantsd", "LRPolicy", "LR_POLICIES"]
@@ -197,11 +198,11 @@ class OfflineVariantsd(MapTransform):
 
     def __init__(
         self,
-        keys: KeysCollection = "image",
-        variants_key: str = "variants",
-        masks_key: str = "variant_masks",
-        target_key: str = "target",
-        mask_key: str = "anomaly_mask",
+        keys: KeysCollection = Keys.IMAGE,
+        variants_key: str = Keys.VARIANTS,
+        masks_key: str = Keys.VARIANT_MASKS,
+        target_key: str = Keys.TARGET,
+        mask_key: str = Keys.ANOMALY_MASK,
     ) -> None:
         super().__init__(keys)
         self.variants_key, self.masks_key = variants_key, masks_key

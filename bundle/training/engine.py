@@ -20,6 +20,7 @@ import torch
 from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 
+from bundle.keys import Keys
 from bundle.training.network import BottleneckHook
 
 __all__ = ["prepare_artasyn_batch", "pair_with_targets", "ARTASynIteration"]
@@ -31,9 +32,9 @@ def prepare_artasyn_batch(
     batchdata: Mapping[str, Any],
     device: str | torch.device | None = None,
     non_blocking: bool = False,
-    image_key: str = "image",
-    target_key: str = "target",
-    mask_key: str = "anomaly_mask",
+    image_key: str = Keys.IMAGE,
+    target_key: str = Keys.TARGET,
+    mask_key: str = Keys.ANOMALY_MASK,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Move one collated training batch to ``device``.
@@ -156,10 +157,10 @@ class ARTASynIteration:
             engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return {
-            "image": image,
-            "target": target,
-            "anomaly_mask": mask,
-            "pred": recon.detach().float(),
+            Keys.IMAGE: image,
+            Keys.TARGET: target,
+            Keys.ANOMALY_MASK: mask,
+            Keys.PRED: recon.detach().float(),
             "loss": loss.detach(),
             "loss_terms": {name: value.detach() for name, value in terms.items()},
         }

@@ -31,6 +31,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bundle.io import atomic_write
+from bundle.keys import Keys
 from bundle.options import as_bool, is_null
 from bundle.training.network import unwrap
 
@@ -438,8 +439,9 @@ class TensorBoardImageGrid:
     @staticmethod
     def grid(output: Mapping[str, torch.Tensor], max_rows: int = 4) -> torch.Tensor:
         """Build the (1, rows * H, 5 * W) grid image from one iteration's output."""
-        image, target = output["image"].detach().float().cpu(), output["target"].detach().float().cpu()
-        mask, pred = output["anomaly_mask"].detach().float().cpu(), output["pred"].detach().float().cpu()
+        image, target, mask, pred = (
+            output[k].detach().float().cpu() for k in (Keys.IMAGE, Keys.TARGET, Keys.ANOMALY_MASK, Keys.PRED)
+        )
         order = torch.argsort(mask.flatten(1).sum(1), descending=True, stable=True)[:max_rows]
         recon = pred[order].clamp(0, 1)
         error = (image[order] - recon) ** 2
