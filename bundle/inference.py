@@ -32,23 +32,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ignite.engine import Events
 from PIL import Image
-from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from bundle.data.datalist import build_datalist
+from bundle.data.failures import FailureLog, failure_reason, meta_of
 from bundle.data.layout import NOT_INPUT_FOLDERS, image_stem
 from bundle.evaluation.report import csv_text, overlay_image
 from bundle.io import (
     SUPPORTED_EXTENSIONS,
-    CXRReadError,
     as_2d,
     atomic_write,
     is_supported,
@@ -61,14 +59,9 @@ from bundle.io import (
 
 __all__ = [
     "inference_datalist",
-    "failure_reason",
-    "FailureLog",
-    "SkipFailuresDataset",
     "output_stems",
     "write_float_tiff",
     "AnomalyOutputWriter",
-    "new_failure_log",
-    "meta_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -137,82 +130,6 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
     return [{"image": str(src)}]
 
 
-def failure_reason(exc: BaseException) -> str:
-    """One-line reason for a failed item: the innermost ``CXRReadError``/original error, not MONAI's wrappers."""
-    chain, e = [], exc
-    while e is not None and e not in chain:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-
-    for e in chain:
-        if isinstance(e, CXRReadError):
-            return str(e).splitlines()[0]
-    inner = chain[-1]
-    text = str(inner).strip().splitlines()
-    return f"{type(inner).__name__}: {text[0] if text else ''}".strip()
-
-
-class FailureLog:
-    """Append-only record of skipped files, safe to share with DataLoader worker processes.
-
-    Each failure is one JSON line appended to ``path`` (single ``write`` of a short line with ``O_APPEND``:
-    lines from several processes never interleave).
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = str(path)
-        self.count = 0  # failures recorded by this process (workers count in their own copies)
-
-    def record(self, file: str, reason: str) -> None:
-        prefix = f"{file}: "
-        reason = reason[len(prefix):] if reason.startswith(prefix) else reason  # the file has its own column
-        logger.warning(f"skipped {file}: {reason}")
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"file": str(file), "reason": reason}) + "\n"
-        with open(self.path, "a") as f:
-            f.write(line)
-        self.count += 1
-
-    def read(self) -> list[dict[str, str]]:
-        if not os.path.isfile(self.path):
-            return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-    def remove(self) -> None:
-        if os.path.isfile(self.path):
-            os.remove(self.path)
-
-
-class SkipFailuresDataset(IterableDataset):
-    """Streams transformed items, skipping (and recording) those whose transform fails.
-
-    A file that cannot be read, is not a supported image, is empty or has the wrong shape is recorded in
-    ``failures`` with its reason and the stream moves on. With DataLoader workers each worker takes every
-    ``num_workers``-th item. Nothing is cached: memory does not depend on the number of items.
-
-    Args:
-        data: items ``{"image": path, ...}``.
-        transform: the preprocessing applied to each item.
-        failures: where skipped files are recorded.
-        image_key: key holding the file path (for the failure record).
-    """
-
-    def __init__(self, data: Sequence[dict], transform: Any, failures: FailureLog, image_key: str = "image") -> None:
-        self.data, self.transform, self.failures, self.image_key = list(data), transform, failures, image_key
-
-    def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        items = self.data if info is None else self.data[info.id :: info.num_workers]
-        for item in items:
-            try:
-                out = self.transform(dict(item))
-            except Exception as e:  # any failure of one file must not stop the others
-                self.failures.record(item.get(self.image_key, "?"), failure_reason(e))
-                continue
-            yield out
-
-
 def output_stems(files: Sequence[str], base: str | os.PathLike | None = None) -> dict[str, str]:
     """Output name stem (relative path without the image extension) for each input file.
 
@@ -248,11 +165,6 @@ def write_float_tiff(path: str | os.PathLike, array2d: Any) -> Path:
     with atomic_write(path) as tmp:
         Image.fromarray(np.ascontiguousarray(arr), mode="F").save(tmp, format="TIFF")
     return Path(path)
-
-
-def meta_of(x: Any) -> dict:
-    """The meta dict of a MetaTensor (empty for anything else)."""
-    return dict(getattr(x, "meta", {}) or {})
 
 
 class AnomalyOutputWriter:
@@ -420,8 +332,3 @@ class AnomalyOutputWriter:
         if failed and fail_on_skipped:
             raise SystemExit(2)
         return failed
-
-
-def new_failure_log(output_dir: str | os.PathLike) -> FailureLog:
-    """A fresh :class:`FailureLog` for one run, in a hidden file of ``output_dir`` removed at the end."""
-    return FailureLog(Path(output_dir) / f".failures-{uuid.uuid4().hex[:12]}.jsonl")

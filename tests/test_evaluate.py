@@ -14,9 +14,9 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from bundle.data.failures import FailureLog
 from bundle.evaluation.evaluator import AnomalyEvaluationReport, evaluation_datalist
 from bundle.evaluation.metrics import image_ap, image_auroc
-from bundle.inference import FailureLog
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "evaluate.json")]

@@ -38,21 +38,9 @@ from ignite.engine import Events
 from tqdm import tqdm
 
 from bundle.data.datalist import build_datalist
-from bundle.evaluation.metrics import (
-    DiceAccumulator,
-    PixelAUROC,
-    best_f1,
-    image_ap,
-    image_auroc,
-    nan_to_none,
-)
-from bundle.evaluation.report import (
-    csv_text,
-    markdown_report,
-    plot_roc_pr,
-    save_montage,
-)
-from bundle.inference import FailureLog, meta_of
+from bundle.data.failures import FailureLog, meta_of
+from bundle.evaluation.metrics import DiceAccumulator, PixelAUROC, best_f1, image_ap, image_auroc, nan_to_none
+from bundle.evaluation.report import csv_text, markdown_report, plot_roc_pr, save_montage
 from bundle.io import as_2d, write_text_atomic
 
 __all__ = ["evaluation_datalist", "AnomalyEvaluationReport"]
