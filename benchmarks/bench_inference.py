@@ -77,7 +77,7 @@ def bench_model(repeats: int, threads_for_batches: int) -> None:
     print(f"2. batch throughput, {threads_for_batches} thread(s)")
     for bs in (1, 4, 8, 16):
         batch = torch.rand(bs, 1, 256, 256)
-        t = _median_seconds(lambda: _step(net, batch), max(3, repeats // bs))
+        t = _median_seconds(lambda batch=batch: _step(net, batch), max(3, repeats // bs))
         print(f"   batch {bs:2d}: {bs / t:7.1f} images/s ({t * 1000 / bs:6.1f} ms/image)")
 
 

@@ -146,7 +146,7 @@ def output_stems(files: Sequence[str], base: str | os.PathLike | None = None) ->
     absolute = [os.path.abspath(f) for f in files]
     if base is None or not os.path.isdir(base):
         base = os.path.commonpath([os.path.dirname(a) for a in absolute])
-    rel = {f: os.path.relpath(a, os.path.abspath(base)) for f, a in zip(files, absolute)}
+    rel = {f: os.path.relpath(a, os.path.abspath(base)) for f, a in zip(files, absolute, strict=True)}
     stems = {f: _strip_ext(r) for f, r in rel.items()}
     counts: dict[str, int] = {}
     for s in stems.values():

@@ -85,7 +85,7 @@ def main() -> None:
     print(f"lung maps: {sources.count('PBTSeg')} PBTSeg, {sources.count('exact')} exact (PBTSeg found none)")
 
     cases = []
-    for (img, lung), kind in zip(phantoms[: args.columns], kinds):
+    for (img, lung), kind in zip(phantoms[: args.columns], kinds, strict=False):
         out, mask, info = synthesize_texture_anomaly(img, lung, rng)
         cases.append((img, out, mask, lung, info, kind))
     montage(cases, Path(args.out))

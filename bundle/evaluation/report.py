@@ -154,7 +154,7 @@ def save_montage(path: str | os.PathLike, cases: Sequence[dict], title: str = ""
         return None
     fig = Figure(figsize=(5.0, 2.6 * len(cases)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(cases), 2))
-    for row, case in zip(axes, cases):
+    for row, case in zip(axes, cases, strict=True):
         gt = case.get("mask")
         row[0].imshow(overlay_image(case["image"], np.zeros_like(as_2d(case["image"])), gt, max_size=256))
         row[0].set_title("input" + (" + ground truth" if gt is not None else ""), fontsize=8)

@@ -193,7 +193,7 @@ class StampBank:
         bottom, right = top + self.shapes[variant, 0], left + self.shapes[variant, 1]
         weight = -np.log1p(-np.asarray(opacity, np.float64))
         patches, multiply, add = self.patches, np.multiply, np.add
-        boxes = zip(variant.tolist(), top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), weight.tolist())
+        boxes = zip(variant.tolist(), top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), weight.tolist(), strict=True)
         for v, y, y2, x, x2, wt in boxes:
             view = canvas[y:y2, x:x2]
             add(view, multiply(patches[v], wt), out=view)  # no write-back of the view, unlike `canvas[...] +=`

@@ -361,7 +361,7 @@ def _paint_strokes(
     inside = np.flatnonzero(flat)
     inside_label = flat[inside]
     ends = []
-    for label, n in zip(labels, counts):
+    for label, n in zip(labels, counts, strict=True):
         if n:
             where = inside[inside_label == label]
             ends.append(where[rng.randint(0, where.size, size=(n, 2))])
@@ -592,7 +592,7 @@ def draw(
     if prep.labels.size == 0:
         return out, mask, no_anomaly("no lung")
     s, img = prep.scale, image[prep.roi]
-    for attempt in range(1, max(1, max_attempts) + 1):
+    for attempt in range(1, max(1, max_attempts) + 1):  # noqa: B007 - the count is reported after the loop
         a, strokes = _paint_strokes(prep.lung_roi, prep.labels, s, params, brush, rng)
         alpha, colour = _effects(a, s, prep.n_seeds, params, rng)
         # lung x rib weighting, then the gain: two truncations, the first one scaled by the gain

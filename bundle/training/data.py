@@ -222,7 +222,7 @@ class OfflineVariantsd(MapTransform):
         shape = tuple(healthy.shape[-2:])
         rest = {k: v for k, v in d.items() if k not in (self.variants_key, self.masks_key)}
         samples = [{**rest, key: healthy.clone(), self.target_key: healthy, self.mask_key: torch.zeros_like(healthy)}]
-        for variant, mask in zip(d.get(self.variants_key, []), d.get(self.masks_key, [])):
+        for variant, mask in zip(d.get(self.variants_key, []), d.get(self.masks_key, []), strict=True):
             img = self._resize(read_image(variant)[0], shape, "area")
             msk = (self._resize(np.asarray(read_labels(mask)) > 0, shape, "nearest") > 0).float()
             samples.append({**rest, key: img, self.target_key: healthy, self.mask_key: msk})
