@@ -28,9 +28,9 @@ from bundle.training.handlers import (
     SaveFinalModel,
     TrainingCheckpointSaver,
 )
-from tests.test_options_e2e import COVERED, INTERNAL
+from tests.workflows.test_options import COVERED, INTERNAL
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")

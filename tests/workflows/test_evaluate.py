@@ -18,7 +18,7 @@ from bundle.evaluation.evaluator import AnomalyEvaluationReport, evaluation_data
 from bundle.evaluation.metrics import image_ap, image_auroc
 from bundle.inference import FailureLog
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "evaluate.json")]
 META = str(ROOT / "configs" / "metadata.json")
 

@@ -20,7 +20,7 @@ from bundle.lungs.transforms import PBTSegd
 from bundle.options import as_bool
 from bundle.preprocess.runner import WorkItem, run_offline_job, shard
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "preprocess.json")
 
 

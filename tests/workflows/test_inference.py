@@ -17,7 +17,7 @@ from bundle.data.phantoms import make_phantom
 from bundle.io import read_image, write_nifti
 from tests.dicom_files import write_dicom_monochrome1
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "inference.json")
 META = str(ROOT / "configs" / "metadata.json")
 
