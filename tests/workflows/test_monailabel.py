@@ -42,8 +42,8 @@ import torch
 from bundle.data.demo import write_demo_dataset
 from bundle.data.phantoms import make_phantom
 from bundle.io import read_image, read_labels, write_nifti, write_png
-
 from tests.dicom_files import write_cr_monochrome1_voi_lut, write_dx_monochrome2_window
+
 from .test_zoo import ROOT, build_archive
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.slow, pytest.mark.timeout(2400)]
