@@ -4,6 +4,8 @@ resume), the weight EMA, the checkpoint lookup and the logged loss terms."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ from bundle.training.handlers import (
     SaveBestModel,
     SaveFinalModel,
     TrainingCheckpointSaver,
+    WeightEMA,
+    latest_checkpoint,
+    loss_terms,
 )
 
 
@@ -126,3 +131,80 @@ def test_old_checkpoint_without_record_resumes_with_a_warning(tmp_path, caplog):
     assert "holds no 'model_saver'" in caplog.text
     with pytest.raises(KeyError, match="not a training checkpoint"):
         ResumeFromCheckpoint({"model": net, "optimizer": net}, tmp_path).load(trainer, str(tmp_path / "old.pt"))
+
+
+# ---------------------------------------------------------------------------------------------- EMA of weights
+
+
+def _ema_run(values: list[float], decay: float, enabled: bool = True) -> tuple[torch.nn.Module, WeightEMA]:
+    """Iteration k sets every weight to values[k]; the EMA updates after each iteration."""
+    net = torch.nn.Linear(2, 1)
+    ema = WeightEMA(net, decay=decay, enabled=enabled)
+
+    def step(engine, batch):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(batch)
+
+    trainer = Engine(step)
+    ema.attach(trainer)
+    trainer.run(values, max_epochs=1)
+    return net, ema
+
+
+def test_ema_update_math():
+    # the first update takes the weights as they are; then ema = decay * ema + (1 - decay) * weights
+    net, ema = _ema_run([1.0, 2.0, 3.0], decay=0.5)
+    expected = (0.5 * 1.0 + 0.5 * 2.0) * 0.5 + 0.5 * 3.0
+    assert torch.allclose(net.weight, torch.full_like(net.weight, 3.0))
+    for p in ema.network.parameters():
+        assert torch.allclose(p, torch.full_like(p, expected))
+    _, slow = _ema_run([1.0, 2.0, 3.0], decay=0.9)
+    w = slow.network.weight
+    assert torch.allclose(w, torch.full_like(w, (0.9 * 1.0 + 0.1 * 2.0) * 0.9 + 0.1 * 3.0))
+
+
+def test_ema_checkpoint_roundtrip_and_disabled():
+    _, ema = _ema_run([1.0, 5.0], decay=0.75)
+    fresh = WeightEMA(torch.nn.Linear(2, 1), decay=0.75, enabled="true")
+    fresh.load_state_dict(ema.state_dict())
+    assert torch.allclose(fresh.network.weight, ema.network.weight) and fresh.network.weight[0, 0] == 2.0
+    net, off = _ema_run([1.0, 5.0], decay=0.75, enabled="false")
+    assert off.network is net and off.state_dict() == {} and net.weight[0, 0] == 5.0
+    off.load_state_dict(ema.state_dict())  # no EMA to restore: ignored
+    assert net.weight[0, 0] == 5.0
+
+
+def test_ema_from_a_checkpoint_without_ema_keeps_the_weights(caplog):
+    net = torch.nn.Linear(2, 1)
+    ema = WeightEMA(net, enabled=True)
+    before = ema.network.weight.detach().clone()
+    with caplog.at_level(logging.WARNING):
+        ema.load_state_dict({})
+    assert torch.equal(ema.network.weight, before) and "no EMA weights" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints, logs
+
+
+def test_latest_checkpoint_by_number_then_time(tmp_path):
+    for name in ["model.pt", "checkpoint_iteration=x.pt", "checkpoint_iteration=99.pth", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert latest_checkpoint(tmp_path) is None, "no file named ...=<n>.pt"
+    assert latest_checkpoint(tmp_path / "model.pt") is None, "a file is not a checkpoint folder"
+    for name in ["checkpoint_iteration=9.pt", "checkpoint_iteration=10.pt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint_iteration=10.pt"), "numbers, not text, compare"
+    older, newer = tmp_path / "checkpoint_final_iteration=10.pt", tmp_path / "checkpoint_iteration=10.pt"
+    older.write_bytes(b"")
+    os.utime(older, ns=(1_000_000_000, 1_000_000_000))
+    assert latest_checkpoint(tmp_path) == str(newer), "same number: the newer file wins"
+    os.utime(newer, ns=(500_000_000, 500_000_000))
+    assert latest_checkpoint(tmp_path) == str(older)
+
+
+def test_loss_terms_for_the_stats_handlers():
+    output = {"loss": torch.tensor(9.0), "loss_terms": {"loss": torch.tensor(1.5), "mse": torch.tensor(0.5), "dice": 0.25}}
+    terms = loss_terms(output)
+    assert terms == {"loss": 1.5, "loss/mse": 0.5, "loss/dice": 0.25}
+    assert all(type(v) is float for v in terms.values())
