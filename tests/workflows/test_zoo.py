@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "tests" / "data" / "meta_schema_20240725.json"  # copy of the zoo's schema (shared/monai/)
 SCHEMA_MD5 = "76e1add273836515d0bbb3bc71962474"
 CONFIGS = ROOT / "configs"

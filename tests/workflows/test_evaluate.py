@@ -18,7 +18,7 @@ from bundle.data.failures import FailureLog
 from bundle.evaluation.evaluator import AnomalyEvaluationReport, evaluation_datalist
 from bundle.evaluation.metrics import image_ap, image_auroc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "evaluate.json")]
 META = str(ROOT / "configs" / "metadata.json")
 

@@ -42,8 +42,8 @@ import torch
 from bundle.data.demo import write_demo_dataset
 from bundle.data.phantoms import make_phantom
 from bundle.io import read_image, read_labels, write_nifti, write_png
+from tests.dicom_files import write_cr_monochrome1_voi_lut, write_dx_monochrome2_window
 
-from .dicom_files import write_cr_monochrome1_voi_lut, write_dx_monochrome2_window
 from .test_zoo import ROOT, build_archive
 
 pytestmark = [pytest.mark.monailabel, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -350,11 +350,11 @@ def test_dicom_reader_same_under_pydicom2(ml_python, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(ROOT)}
     version = _run([str(ml_python), "-c", "import pydicom; print(pydicom.__version__)"], timeout=120, env=env).stdout.strip()
     assert version.startswith("2."), f"the MONAI Label venv should have pydicom 2.x, has {version}"
-    tests = _run([str(ml_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_io.py"],
+    tests = _run([str(ml_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_io.py"],
                  timeout=900, cwd=ROOT, env=env)
     assert " passed" in tests.stdout and " failed" not in tests.stdout, tests.stdout[-3000:]
 
-    from .test_io import CASES, write_case
+    from tests.unit.test_io import CASES, write_case
 
     files = []
     for case in [c for c in CASES if c.startswith("dcm_")]:

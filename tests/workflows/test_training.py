@@ -21,7 +21,7 @@ from bundle.training.engine import (
 from bundle.training.handlers import TensorBoardImageGrid, WeightEMA, latest_checkpoint
 from bundle.training.losses import ARTASynLoss
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tiny_unet():

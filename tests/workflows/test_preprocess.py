@@ -1,4 +1,5 @@
-"""The offline runner and the `lungs` job: real `monai.bundle run` and `torchrun` processes on a demo dataset."""
+"""The offline jobs through real `monai.bundle run` and `torchrun` processes: the `lungs` job on a demo dataset and
+the `synthesize` job (anomaly variants)."""
 
 from __future__ import annotations
 
@@ -17,56 +18,9 @@ from bundle.io import LoadCXRd, read_image, read_labels, write_png
 from bundle.lungs.cache import lung_cache_path
 from bundle.lungs.pbtseg import pbtseg
 from bundle.lungs.transforms import PBTSegd
-from bundle.options import as_bool
-from bundle.preprocess.runner import WorkItem, run_offline_job, shard
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "preprocess.json")
-
-
-# ---- the runner on its own ----------------------------------------------------------------------------------
-
-
-def square_job(item: WorkItem) -> dict:
-    """Toy job: a text file holding the square of the number in the source file; 'bad' sources fail."""
-    value = int(Path(item.source).read_text())
-    Path(item.outputs[0]).write_text(str(value * value))
-    return {"flags": ["big"] if value > 5 else []}
-
-
-def text_valid(path: str) -> bool:
-    return Path(path).read_text().strip().isdigit()
-
-
-def test_runner_resumes_reports_failures_and_shards(tmp_path):
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    items = []
-    for i in range(10):
-        (src / f"{i}.txt").write_text("oops" if i == 3 else str(i))
-        items.append(WorkItem(str(src / f"{i}.txt"), (str(out / f"{i}.sq"),)))
-    out.mkdir()
-    summary = run_offline_job("sq", items, square_job, out, num_workers=2, is_valid=text_valid, progress=False)
-    assert (summary["done"], summary["failed"], summary["skipped"]) == (9, 1, 0)
-    assert summary["failures"][0][0].endswith("3.txt") and "ValueError" in summary["failures"][0][1]
-    assert summary["flags"] == {"big": 4}
-    assert (out / "7.sq").read_text() == "49"
-    # damage one output: only it is redone; flags of skipped items are carried over from the last report
-    (out / "8.sq").write_text("")
-    before = (out / "1.sq").stat().st_mtime_ns
-    summary = run_offline_job("sq", items, square_job, out, num_workers=0, is_valid=text_valid, progress=False)
-    assert (summary["done"], summary["skipped"], summary["failed"]) == (1, 8, 1)
-    assert summary["flags"] == {"big": 4} and (out / "8.sq").read_text() == "64"
-    assert (out / "1.sq").stat().st_mtime_ns == before
-    report = json.loads((out / "sq_report.json").read_text())
-    assert [r["status"] for r in report["records"] if r["source"].endswith("8.txt")] == ["done"]
-    assert "source,status,reason,flags" in (out / "sq_report.csv").read_text()
-    # shards are disjoint and complete
-    parts = [shard(items, r, 3) for r in range(3)]
-    assert sorted(i.source for p in parts for i in p) == sorted(i.source for i in items)
-    assert as_bool("true") and not as_bool("False") and as_bool(1)
-    with pytest.raises(ValueError):
-        as_bool("maybe")
 
 
 # ---- the lungs job through monai.bundle and torchrun ----------------------------------------------------------
@@ -167,3 +121,70 @@ def test_lungs_job_torchrun_two_ranks(demo_copy: Path, tmp_path: Path):
             assert Path(r["outputs"][0]).is_file() and str(out) in r["outputs"][0]
     assert not (root / "lungs").exists()  # --output_dir took over the default location
     shutil.rmtree(out)
+
+
+# ---- offline variants: `monai.bundle run synthesize` -----------------------------------------------------------
+
+
+def test_offline_synthesize_job_resume_and_datalist(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bundle.data.phantoms import make_phantom
+    from bundle.io import read_image, read_labels, write_png
+    from bundle.lungs.cache import lung_cache_path
+    from bundle.preprocess.anomalies import (
+        SyntheticAnomalyJob,
+        offline_variant_datalist,
+        synthesis_items,
+    )
+
+    repo = Path(__file__).resolve().parents[2]
+    root = tmp_path / "demo"  # published layout; one image in a subfolder, one test image that must be left alone
+    for k, rel in enumerate(["train/healthy/a.png", "train/healthy/b.png", "train/healthy/site2/c.png", "train/healthy/d.png",
+                             "test/healthy/t.png"]):
+        ph = make_phantom(64, seed=k)
+        write_png(root / rel, ph.image, bits=16)
+        if k != 3:  # the lung cache has every map but d's: d falls back to PBTSeg
+            write_png(lung_cache_path(root / rel, root, root / "lungs"), ph.lung)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "synthesize", "--config_file", str(repo / "configs/preprocess.json"),
+           "--dataset_dir", str(root), "--num_workers", "2", "--progress", "false"]
+    res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    syn = root / "synthetic"
+    report = json.loads((syn / "synthesize_report.json").read_text())
+    assert report["summary"]["done"] == 4 and report["summary"]["failed"] == 0
+    sources = {Path(r["source"]).name: r["details"]["lung_source"] for r in report["records"]}
+    assert sources == {"a.png": "cache", "b.png": "cache", "c.png": "cache", "d.png": "pbtseg"}
+    items = synthesis_items(root, syn)
+    assert all(1 <= it.extra["variants"] <= 3 for it in items) and len({it.extra["variants"] for it in items}) >= 1
+    for it in items:
+        healthy, _ = read_image(it.source)
+        for k in range(it.extra["variants"]):
+            v, m = it.outputs[2 * k], it.outputs[2 * k + 1]
+            assert v.endswith(f"_v{k + 1}.png") and m.endswith(f"_v{k + 1}_mask.png") and "/synthetic/train/healthy/" in v
+            img, mask = read_image(v)[0], read_labels(m)
+            assert set(np.unique(mask)) <= {0, 1} and (mask.any() or it.source.endswith("d.png"))
+            assert (img >= healthy - 1e-3).all() and np.abs(img - healthy)[mask == 0].mean() < 0.02
+    assert (syn / "synthesize_qa.png").is_file() and (syn / "train/healthy/site2").is_dir()
+    assert not list(syn.glob("test/**/*.png")), "only training images get variants"
+
+    # resume: a deleted and a damaged output are redone identically, everything else is skipped
+    first = Path(items[0].outputs[0])
+    original = first.read_bytes()
+    first.unlink()
+    Path(items[1].outputs[1]).write_bytes(b"not a png")
+    summary = SyntheticAnomalyJob(root, num_workers=0, progress=False).run()
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 2, 0)
+    assert first.read_bytes() == original, "a rerun must reproduce the same variant"
+
+    entries = offline_variant_datalist(root)
+    assert len(entries) == sum(it.extra["variants"] for it in items)
+    assert {e["target"] for e in entries} == {it.source for it in items}
+    assert all(e["anomaly_mask"].endswith("_mask.png") and Path(e["image"]).is_file() for e in entries)
+    only = offline_variant_datalist(root, images=[{"image": items[0].source}])
+    assert {e["target"] for e in only} == {items[0].source}
+    with pytest.raises(FileNotFoundError, match="run synthesize|monai.bundle run synthesize"):
+        offline_variant_datalist(root, synthetic_dir=tmp_path / "none")
