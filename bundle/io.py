@@ -216,7 +216,7 @@ def _pydicom_luts():
     """pydicom's LUT functions for pydicom 3.x (``pydicom.pixels``) and 2.4 (``pydicom.pixel_data_handlers.util``).
 
     MONAI Label 0.8.5 needs pydicom < 3 (through pydicom-seg), the bundle's own environment has pydicom 3: the
-    reader runs in both and gives the same arrays (tests/test_io.py, and the MONAI Label test in its venv).
+    reader runs in both and gives the same arrays (tests/unit/test_io.py, and the MONAI Label test in its venv).
     """
     try:
         from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing

@@ -30,6 +30,8 @@ class Keys:
     ERROR = "error"
     #: image-level anomaly score (float)
     SCORE = "score"
+    #: 1 when a diseased item has a ground-truth mask (evaluation and validation batches)
+    HAS_MASK = "has_mask"
     #: per-image seed of a fixed synthetic validation anomaly
     SYNTHETIC_SEED = "synthetic_seed"
     #: offline anomalous variants of a training image and their masks (lists of paths)

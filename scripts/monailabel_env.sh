@@ -26,7 +26,7 @@ NODEPS_REQS="monai==1.6.1 monailabel==0.8.5 itk==5.4.7"
 # pydicom-seg (imported at server start) needs numpy<2 and pydicom<3 (pip takes 2.4); bundle/io.py reads DICOM
 # with pydicom 2.4 and 3.x alike. SimpleITK: MONAI Label's DICOM-to-NIfTI conversion; dcmqi: its
 # itkimage2segimage tool, which a DICOMweb datastore otherwise downloads at start-up (and fails offline).
-# pytest, pytest-timeout, hypothesis: tests/test_monailabel.py runs tests/test_io.py here, under pydicom 2.4.
+# pytest, pytest-timeout, hypothesis: tests/workflows/test_monailabel.py runs tests/unit/test_io.py here, under pydicom 2.4.
 DEPS_REQS="numpy<2 itk-core==5.4.7 itk-io==5.4.7 fastapi uvicorn pydantic pydantic-settings python-dotenv
 python-multipart httpx schedule timeloop expiring_dict cachetools watchdog psutil pydicom>=2.4,<3 pydicom-seg SimpleITK dcmqi
 dicomweb-client[gcp]>=0.59.1 pynrrd girder-client einops pyyaml filelock passlib pyjwt bcrypt shapely requests

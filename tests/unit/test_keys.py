@@ -8,9 +8,6 @@ from pathlib import Path
 from bundle.keys import LUNG_META_KEYS, Keys
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-# named by train.json / evaluate.json (and read by bundle/evaluation/evaluator.py) but not yet a Keys member; the
-# test below fails once Keys defines it, so this entry is removed then
-NOT_YET_IN_KEYS = {"has_mask"}
 
 
 def _values() -> dict[str, str]:
@@ -44,7 +41,5 @@ def test_configs_name_only_defined_keys():
         _named_keys(json.loads(config.read_text()), found, config.name)
     assert len(found) > 20, "the configs' key arguments were not found"
     defined = set(_values().values())
-    undefined = [(where, s) for where, s in found if s not in defined | NOT_YET_IN_KEYS]
+    undefined = [(where, s) for where, s in found if s not in defined]
     assert not undefined, f"keys named in configs but not defined in bundle/keys.py: {undefined}"
-    assert not NOT_YET_IN_KEYS & defined, "now defined in Keys: drop it from NOT_YET_IN_KEYS"
-    assert NOT_YET_IN_KEYS <= {s for _, s in found}, "no longer named by the configs: drop it from NOT_YET_IN_KEYS"

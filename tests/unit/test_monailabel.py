@@ -1,5 +1,5 @@
 """bundle.transforms.MONAILabelResultd: the image-level result MONAI Label's /infer returns (fast; the real
-server is exercised in tests/test_monailabel.py)."""
+server is exercised in tests/workflows/test_monailabel.py)."""
 
 from __future__ import annotations
 

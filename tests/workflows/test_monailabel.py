@@ -14,7 +14,7 @@ the server is started on 127.0.0.1 and its results are compared with the bundle'
   ``MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI=false`` (the bundle reads the downloaded series folder itself).
 
 Every server runs in its own process group and is stopped through it, also when a test fails.
-The DICOM reader is also run under the venv's pydicom 2.4 (``tests/test_io.py`` and a same-array check).
+The DICOM reader is also run under the venv's pydicom 2.4 (``tests/unit/test_io.py`` and a same-array check).
 How MONAI Label runs the bundle: docs/monailabel.md.
 """
 
@@ -345,7 +345,7 @@ def test_infer_equals_bundle_inference(server, own_outputs, trained_bundle, stud
 
 
 def test_dicom_reader_same_under_pydicom2(ml_python, tmp_path):
-    """bundle/io.py under the MONAI Label venv's pydicom 2.4: tests/test_io.py passes there, and every DICOM
+    """bundle/io.py under the MONAI Label venv's pydicom 2.4: tests/unit/test_io.py passes there, and every DICOM
     file (written here with pydicom 3, compressed ones included) reads to the same array as here."""
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(ROOT)}
     version = _run([str(ml_python), "-c", "import pydicom; print(pydicom.__version__)"], timeout=120, env=env).stdout.strip()

@@ -1,7 +1,7 @@
 """Every boolean option of every config, through real ``python -m monai.bundle run`` processes, with ``false`` and
 with ``true`` (spelled as a user would on the command line), and its effect checked.
 
-``COVERED`` lists each (config, option) with the effect checked; ``tests/test_options.py`` fails when a config
+``COVERED`` lists each (config, option) with the effect checked; ``tests/unit/test_options.py`` fails when a config
 gains a boolean option that is not listed here. Each workflow runs few, tiny processes (32 px images, a few
 iterations) that set all its boolean options at once, one process per value, so every option is run both ways
 at the cost of two or three runs per config.
