@@ -137,7 +137,9 @@ class PBTSegParams:
             extremes would shift it when an opacity took a lung's widest, lower rows); with one lung found (a
             white-out) it is the axis of left-right symmetry of the chest's edges over the lung rows (body outline,
             chest wall, mediastinum), which stay in place under an opacity, rather than the image's centre (off by
-            up to 11 px at 256 px on rotated or off-centre phantoms, where the mirrored lung got Dice 0.65).
+            up to 11 px at 256 px on rotated or off-centre phantoms, where the mirrored lung got Dice 0.65). A
+            patient's right lung made from the left one's mirror image has its medial border filled out to its
+            convex hull: the mirror image carries the heart's notch, which the right lung does not have.
         require_pair: report lungs only as a pair: two lungs side by side that overlap over at least half the
             height of the shorter one, of comparable heights, ending at least 3 % of the height inside the top and
             bottom of the image, with a brighter band (the mediastinum) between them.
@@ -1047,7 +1049,13 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         info["quantiles"][side] = round(best[side].quantile, 4)
     if p.mirror_completion and len(info["lungs"]) == 1 and _opaque_partner(view, content):
         # one lung found and the other side opaque (a white-out): the missing lung is the found one's mirror image
+        found_side = int(view.max())
         _mirror_complete(view, p.mirror_completion, _symmetry_axis(content, _box(view > 0)[0], to_rank))
+        if found_side == 2 and (view == 1).any():
+            # the patient's right lung made from the left one's mirror image carries the heart's notch, which the
+            # right lung does not have: its medial border is filled out to its convex hull (the mirror-image
+            # hull step, on the medial side)
+            view[_lateral_hull(view == 1, 2) & (view == 0)] = 1
         info["lungs"] = [1, 2]
         info["mirrored"] = True
     if p.mirror_completion and len(info["lungs"]) == 2 and not info.get("mirrored"):
