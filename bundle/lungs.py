@@ -841,7 +841,7 @@ def _symmetry_axis(image: np.ndarray, rows: slice, to_rank: Any) -> int:
     clear side.
     """
     w = image.shape[1]
-    prof = to_rank(np.median(image[rows], axis=0)).astype(np.float64)
+    prof = to_rank(np.quantile(image[rows], 0.5, axis=0, method="lower")).astype(np.float64)  # a pixel value: exact ranks
     prof = ndimage.uniform_filter1d(prof, max(3, int(round(0.02 * w)) | 1), mode="nearest")
     edge = np.abs(np.gradient(prof))
     x = np.arange(w)
