@@ -95,7 +95,9 @@ def test_accuracy_over_robustness_set(tmp_path, capsys):
 #: sha256 (first 16 hex digits) of (the input image, the label map) for fixed phantoms. The maps are those of
 #: the PBTSeg of commit 4f829d3 (main after issue 10's first round, before its speed-up, which changed no pixel);
 #: the diseased inputs and maps were re-hashed with the current PBTSeg (those maps proven identical on the old
-#: inputs) when the demo lesion generator changed (issue 12).
+#: inputs) when the demo lesion generator changed (issue 12). Issue 10's third round re-hashed the 12 diseased maps
+#: that its mirror-completion changes (label-2 ratio, mirror axes, medial hull of a mirrored right lung) alter on
+#: purpose; every healthy map is unchanged.
 #: Regenerate deliberately (and say so in the commit) when PBTSeg's maps or the phantoms change on purpose.
 #: Keys: (size, seed, diseased, storage).
 REFERENCE_MAP_HASHES = {
@@ -104,21 +106,21 @@ REFERENCE_MAP_HASHES = {
     (256, 1, False, "float"): ("451f001d7041c705", "75ff2c9c391ebb21"),
     (256, 1, True, "float"): ("74d4e76d646de490", "75ff2c9c391ebb21"),
     (256, 2, False, "float"): ("19365d5bba06ba75", "b25e9447409352cd"),
-    (256, 2, True, "float"): ("9d1c023aa47550cc", "e1e93465c95fe3c4"),
+    (256, 2, True, "float"): ("9d1c023aa47550cc", "cb8a7d33f96003e8"),
     (256, 3, False, "float"): ("ef783044cfe1811a", "c03b8574ecaabf17"),
-    (256, 3, True, "float"): ("e3cf4e369c679ad6", "2a41a7b06f2102a7"),
+    (256, 3, True, "float"): ("e3cf4e369c679ad6", "90e6e0573e52c952"),
     (256, 4, False, "float"): ("2d784542813243d7", "d04e8ac6c7005c46"),
     (256, 4, True, "float"): ("9b0edfe48b264405", "41c547ee2c35f3b8"),
     (256, 5, False, "float"): ("7cdb723ada58ffb0", "b239b9621ed02fce"),
     (256, 5, True, "float"): ("dac22fd07e0002a1", "e9c8c3123085face"),
     (256, 6, False, "float"): ("14b11692320f1729", "078f60d8fcf51e3a"),
-    (256, 6, True, "float"): ("cb0705e80787156c", "f96ca04f7b320256"),
+    (256, 6, True, "float"): ("cb0705e80787156c", "204c0dd1cc3fee2c"),
     (256, 7, False, "float"): ("4db1a07123593bad", "655c78f764c96432"),
-    (256, 7, True, "float"): ("f0dba318c88c2b22", "22db2937a3e0a181"),
+    (256, 7, True, "float"): ("f0dba318c88c2b22", "0713480891e69f88"),
     (256, 8, False, "float"): ("c70166b9876173ec", "a52df7a1ed3d6bda"),
     (256, 8, True, "float"): ("767bdb7eecdf62a6", "c54944c6e25d1ac2"),
     (256, 9, False, "float"): ("48396105e39b7bba", "d06eb26776b82453"),
-    (256, 9, True, "float"): ("338473b1b0bec621", "d09d07325326adcd"),
+    (256, 9, True, "float"): ("338473b1b0bec621", "594471f299d9ba8d"),
     (256, 10, False, "float"): ("70d7bea33cd4b4dd", "fb61d1808864a7ab"),
     (256, 10, True, "float"): ("277737191688a60f", "e17eb88229f79e8b"),
     (256, 11, False, "float"): ("75b546e7a8939d6a", "33c215c480f58f6a"),
@@ -126,25 +128,25 @@ REFERENCE_MAP_HASHES = {
     (256, 12, False, "float"): ("4fd7b6f949f47c90", "4a65a91ec2be25e0"),
     (256, 12, True, "float"): ("13bd99126c1707af", "3cfdf786274bc8f4"),
     (256, 13, False, "float"): ("c11c7bc3db4c64cb", "169dda7346eb1ea0"),
-    (256, 13, True, "float"): ("fd287d63343ef903", "7b419c8ef4fc42c0"),
+    (256, 13, True, "float"): ("fd287d63343ef903", "3d7634362b52fd6b"),
     (256, 14, False, "float"): ("4134a17dcec5b559", "09b63c2af2f8cec7"),
-    (256, 14, True, "float"): ("7a5d77884a44d97c", "39325f6cbe705c4a"),
+    (256, 14, True, "float"): ("7a5d77884a44d97c", "1e7bac574ba83358"),
     (256, 15, False, "float"): ("d0a00ad7ae0e6917", "545739cbd51db2c7"),
     (256, 15, True, "float"): ("acb70dca10d40156", "cc5c9a608625b147"),
     (256, 0, True, "8-bit"): ("7d194246fddcfc24", "9546012e51eab579"),
     (256, 0, True, "16-bit"): ("c40bc1809226f88c", "4a43a76f7ca118eb"),
     (256, 1, True, "8-bit"): ("4f14a215f4cf191a", "628f9fcefee825d4"),
     (256, 1, True, "16-bit"): ("c25a5322c9f51b10", "75ff2c9c391ebb21"),
-    (256, 2, True, "8-bit"): ("5b678eee3e4ea0e0", "0d6fc1b2360f14a9"),
-    (256, 2, True, "16-bit"): ("28be5f624098ebbc", "e1e93465c95fe3c4"),
-    (256, 3, True, "8-bit"): ("d9566f33b970112e", "51139fe4c4438c2a"),
-    (256, 3, True, "16-bit"): ("4133e626fea8ce2f", "2a41a7b06f2102a7"),
+    (256, 2, True, "8-bit"): ("5b678eee3e4ea0e0", "4550bd969eec5b49"),
+    (256, 2, True, "16-bit"): ("28be5f624098ebbc", "cb8a7d33f96003e8"),
+    (256, 3, True, "8-bit"): ("d9566f33b970112e", "0ebb4a21edea10f6"),
+    (256, 3, True, "16-bit"): ("4133e626fea8ce2f", "90e6e0573e52c952"),
     (512, 0, False, "float"): ("3824f89fb0670e92", "c7fee3d439d28923"),
     (512, 0, True, "float"): ("43b815ba1569fac3", "ebb75c2789a917d8"),
     (512, 1, False, "float"): ("62b4d5a4e866e433", "1dd9cffd098430e9"),
     (512, 1, True, "float"): ("ed994f1c8ad9102f", "1dd9cffd098430e9"),
     (512, 2, False, "float"): ("724ea1b30c0ce595", "b355ac4441429bec"),
-    (512, 2, True, "float"): ("036ad1027ec16922", "0a0a2806010859b8"),
+    (512, 2, True, "float"): ("036ad1027ec16922", "8f3ed14639a328e5"),
     (1024, 0, True, "float"): ("351f5a1b8e8e0302", "d258fd09ac5fba00"),
 }
 
@@ -326,7 +328,7 @@ def test_added_steps_reach_the_lower_zones(capsys):
     "diseased",
     [False, pytest.param(True, marks=pytest.mark.xfail(
         strict=True, reason="worst-case target not met (median is): lung hidden under dense lobar consolidation is "
-                            "only partly recovered, worst per-lung Dice 0.65 (README, Lung masks: limits)"))],
+                            "only partly recovered, worst per-lung Dice 0.74 (README, Lung masks: limits)"))],
 )
 def test_targets_full_grid(diseased, capsys):
     """40 seeds x 256/512/1024 px, storage variants cycling (gamma 0.6/1.6, 8/12/16-bit, float)."""
