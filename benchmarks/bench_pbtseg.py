@@ -9,7 +9,7 @@ same phantoms (``bundle.data.phantoms``, healthy and diseased), the storage cycl
 Speed target: <= 6 ms per 256 px image on one core (our PBTSeg). Figures measured on a loaded machine are
 pessimistic; the ratio of the two, measured in one run, is the robust figure.
 
-``--baseline FILE`` also times another version of ``bundle/lungs.py`` against ours, interleaved on the same images
+``--baseline FILE`` also times another version of ``bundle/lungs/pbtseg.py`` (``bundle/lungs.py`` before the package layout) against ours, interleaved on the same images
 (fastest of ``--repeats`` runs per image), and counts the images whose maps differ: how a speed-up is checked.
 
 Run: ``python benchmarks/bench_pbtseg.py [--reference DIR] [--seeds 40] [--sizes 256 512 1024] [--repeats 3]
@@ -94,9 +94,9 @@ def timed(fn, images, repeats: int) -> float:
 
 
 def load_baseline(path: Path):
-    """``pbtseg`` from another version of ``bundle/lungs.py`` (loaded as a separate module)."""
+    """``pbtseg`` from another version of ``bundle/lungs/pbtseg.py`` (``bundle/lungs.py`` before the package layout) (loaded as a separate module)."""
     if not path.is_file():
-        raise SystemExit(f"--baseline {path}: no such file (a copy of another version of bundle/lungs.py)")
+        raise SystemExit(f"--baseline {path}: no such file (a copy of another version of bundle/lungs/pbtseg.py)")
     spec = importlib.util.spec_from_file_location("pbtseg_baseline", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
@@ -138,7 +138,7 @@ def main() -> None:
                         help="save the hardest 256 px cases (lowest Dice of ours) with true (green), our (red) and "
                              "published (blue) lung outlines to this PNG")
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="another version of bundle/lungs.py (e.g. `git show <commit>:bundle/lungs.py > "
+                        help="another version of bundle/lungs/pbtseg.py (e.g. `git show <commit>:bundle/lungs/pbtseg.py > "
                              "/tmp/lungs_before.py`): timed against ours on the same 256 px images, interleaved, "
                              "and its maps compared pixel for pixel")
     args = parser.parse_args()

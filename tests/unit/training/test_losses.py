@@ -1,4 +1,4 @@
-"""The ART-ASyn loss terms on hand-made tensors (bundle/losses.py)."""
+"""The ART-ASyn loss terms on hand-made tensors (bundle/training/losses.py)."""
 
 from __future__ import annotations
 

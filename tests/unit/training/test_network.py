@@ -1,4 +1,4 @@
-"""UNet bottleneck access and image-size checks (bundle/network.py)."""
+"""UNet bottleneck access and image-size checks (bundle/training/network.py)."""
 
 from __future__ import annotations
 
