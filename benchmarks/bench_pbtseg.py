@@ -94,7 +94,7 @@ def timed(fn, images, repeats: int) -> float:
 
 
 def load_baseline(path: Path):
-    """``pbtseg`` from another version of ``bundle/lungs/pbtseg.py`` (``bundle/lungs.py`` before the package layout) (loaded as a separate module)."""
+    """``pbtseg`` from another version of ``bundle/lungs/pbtseg.py`` (loaded as a separate module)."""
     if not path.is_file():
         raise SystemExit(f"--baseline {path}: no such file (a copy of another version of bundle/lungs/pbtseg.py)")
     spec = importlib.util.spec_from_file_location("pbtseg_baseline", path)
