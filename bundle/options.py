@@ -366,6 +366,10 @@ class EvaluateOptions(Options):
     lung_dilation: float = option(_number(0.0), "lung dilation, fraction of the image size")
     fail_on_skipped: bool = option(_boolean, "exit status 2 when files were skipped")
     mask_threshold: float | None = option(_OPTIONAL_UNIT, "fixed mask threshold on |image - recon|")
+    eval_rules: str = option(
+        _choice("from_file", "published"),
+        "from_file: score/mask rules and thresholds from threshold_path when it exists; published: ignore that file",
+    )
     mask_relative: float = option(_UNIT, "relative factor of the per-image mask rule (published 0.2)")
     score_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of the error map for the score, fraction of the size")
     mask_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of |image - recon| for the mask, fraction of the size")
