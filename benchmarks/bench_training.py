@@ -15,11 +15,19 @@ Usage::
     python benchmarks/bench_training.py --curve [--every 300] [--recipes full,plain] [--iterations N]
         [--config configs/demo.json] [--set KEY=VALUE ...] [--output docs/images/training_curve.png]
     python benchmarks/bench_training.py --ablation [--workdir runs/ablation] [overrides for both runs ...]
+    python benchmarks/bench_training.py --rules [--bundle_root .] [--config configs/demo.json] [--set KEY=VALUE ...]
 
 ``--curve`` trains each recipe in this process with train.json + configs/demo.json (by default) and evaluates it
 on the demo test set every ``--every`` iterations: image AUROC (published whole-image mean score), pixel Dice
 (per-image mask rule), and diagnostics (median score of healthy and diseased images, mean ``input - recon``
-inside the lesion masks); it plots AUROC and Dice against iterations.
+inside the lesion masks); with ``rule_selection`` "validation" (configs/demo.json) it also chooses the score and
+mask rules on the synthetic validation monitor at every evaluation, as training does at its end
+(:func:`bundle.training.validation.select_operating_point`), and measures the test set with them. It plots AUROC and Dice
+against iterations.
+
+``--rules`` takes a trained ``models/model.pt`` (e.g. the quick start's) and prints every candidate score and mask
+rule of the post-training selection twice: on the synthetic validation monitor (where the selection chooses) and,
+as a diagnosis only, on the demo test set.
 
 ``--ablation`` trains twice with the same budget through ``monai.bundle run``, as the quick start does: (a) the
 full ART-ASyn recipe and (b) plain reconstruction (no synthetic anomalies, global MSE only), evaluates both with
@@ -141,6 +149,22 @@ def test_metrics(network: torch.nn.Module, images: torch.Tensor, labels: torch.T
             "lesion_removed": float(sum(lesion_err) / len(lesion_err)) if lesion_err else float("nan")}
 
 
+def selected_metrics(network: torch.nn.Module, monitor, test_loader, device: torch.device) -> dict[str, object]:
+    """Choose the score and mask rules on the validation monitor (as training does at its end), then measure the
+    test set with them: ``selected_auroc``, ``selected_dice`` and the chosen rules."""
+    from bundle.training.validation import select_operating_point
+
+    point = select_operating_point(network, monitor, device)
+    test = select_operating_point(network, test_loader, device, score_rules=[point["score_rule"]],
+                                  smoothings=[point["score_smoothing"]], mask_relatives=[point["mask_relative"]],
+                                  restrict_options=[point["restrict_to_lungs"]],
+                                  mask_smoothings=[point["mask_smoothing"]])
+    return {**{k: point[k] for k in ("score_rule", "score_smoothing", "mask_relative", "restrict_to_lungs",
+                                     "mask_smoothing")},
+            "selected_auroc": next(iter(test["score_auroc"].values())),
+            "selected_dice": next(iter(test["mask_dice"].values()))}
+
+
 def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs: list[str],
           overrides: dict[str, object], output: str | None, keep_weights: bool = False) -> dict[str, list[dict[str, float]]]:
     """Train each recipe in this process and evaluate it on the demo test set every ``every`` iterations.
@@ -175,12 +199,22 @@ def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs
         trainer = parser.get_parsed_content("train#trainer")
         network = parser.get_parsed_content("network")
         device = torch.device(parser.get_parsed_content("device"))
+        select = parser.get_parsed_content("rule_selection") == "validation"
+        if select:  # the selection the training run makes at its end, repeated at every evaluation
+            monitor = parser.get_parsed_content("validate#dataloader")
+            test_parser = ConfigParser()
+            test_parser.read_config([str(REPO / "configs" / "train.json"), *[str(REPO / c) for c in configs],
+                                     str(REPO / "configs" / "evaluate.json")])
+            test_parser.update({"bundle_root": str(root), **overrides})
+            test_loader = test_parser.get_parsed_content("validate#dataloader")
         rows: list[dict[str, float]] = []
         state = {"t": 0.0, "t0": time.perf_counter()}
 
         def evaluate(engine, rows=rows, state=state) -> None:
             state["t"] += time.perf_counter() - state["t0"]
             m = test_metrics(network, images, labels, masks, device)
+            if select:
+                m.update(selected_metrics(network, monitor, test_loader, device))
             loss = float(engine.state.output["loss"]) if engine.state.output else float("nan")
             rows.append({"iteration": engine.state.iteration, "train_s": state["t"], "loss": loss, **m})
             if keep_weights:
@@ -188,6 +222,9 @@ def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs
                 torch.save(network.state_dict(), root / f"weights_iteration={engine.state.iteration}.pt")
             print(f"{name:6s} it {engine.state.iteration:6d}  train {state['t']:7.1f} s  loss {loss:.4f}  "
                   f"image AUROC {m['image_auroc']:.3f}  pixel Dice {m['pixel_dice']:.3f}  "
+                  + (f"selected rules ({m['score_rule']} smoothed {m['score_smoothing']:g}; mask {m['mask_relative']:g} "
+                     f"x max, lungs only {m['restrict_to_lungs']}, smoothed {m['mask_smoothing']:g}): image AUROC {m['selected_auroc']:.3f}  pixel Dice "
+                     f"{m['selected_dice']:.3f}  " if select else "") +
                   f"(median score healthy {m['score_healthy']:.5f} diseased {m['score_diseased']:.5f}, "
                   f"mean input - recon in lesions {m['lesion_removed']:.3f})", flush=True)
             state["t0"] = time.perf_counter()
@@ -199,6 +236,38 @@ def curve(workdir: str, iterations: int, every: int, recipes: list[str], configs
     if output:
         _plot(results, output, configs, shown)
     return results
+
+
+def rules(bundle_root: str, configs: list[str], overrides: dict[str, object]) -> None:
+    """Every candidate of :func:`bundle.training.validation.select_operating_point` on the synthetic monitor and on the test
+    set (diagnosis: the test figures are never used to choose), for the weights in ``<bundle_root>/models``."""
+    from bundle.training.validation import select_operating_point
+
+    def parsed(extra: list[str]) -> ConfigParser:
+        p = ConfigParser()
+        p.read_config([str(REPO / "configs" / "train.json"), *[str(REPO / c) for c in configs], *extra])
+        p.update({"bundle_root": str(Path(bundle_root).absolute()), **overrides})
+        return p
+
+    train = parsed([])
+    network = train.get_parsed_content("network_def")
+    path = Path(train.get_parsed_content("ckpt_dir")) / "model.pt"
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    monitor = select_operating_point(network, train.get_parsed_content("validate#dataloader"))
+    test = select_operating_point(network, parsed([str(REPO / "configs" / "evaluate.json")])
+                                  .get_parsed_content("validate#dataloader"))
+    print(f"weights {path}; monitor: {monitor['num_healthy']} healthy + {monitor['num_diseased']} synthetic; "
+          f"test: {test['num_healthy']} healthy + {test['num_diseased']} diseased")
+    print(f"{'image score, smoothing':30s} {'monitor AUROC':>13s} {'monitor d':>9s} {'test AUROC':>10s}")
+    for key, value in monitor["score_auroc"].items():
+        d = monitor["score_separation"][key]
+        print(f"{key:30s} {value:13.3f} {'inf' if d is None else f'{d:.2f}':>9s} {test['score_auroc'][key]:10.3f}")
+    print(f"{'mask rule':40s} {'monitor Dice':>12s} {'test Dice':>9s}")
+    for key, value in monitor["mask_dice"].items():
+        print(f"{key:40s} {value:12.3f} {test['mask_dice'][key]:9.3f}")
+    print(f"chosen on the monitor: score {monitor['score_rule']} smoothing {monitor['score_smoothing']:g}; mask "
+          f"{monitor['mask_relative']:g} x max, lungs only {monitor['restrict_to_lungs']}, smoothing "
+          f"{monitor['mask_smoothing']:g}")
 
 
 def _plain_overrides() -> dict[str, object]:
@@ -215,17 +284,25 @@ def _plot(results: dict[str, list[dict[str, float]]], output: str, configs: list
 
     labels = {"full": "full ART-ASyn recipe", "plain": "plain reconstruction"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, rows in results.items():
+    for (name, rows), color in zip(results.items(), ("C0", "C1", "C2", "C3")):
         it = [r["iteration"] for r in rows]
-        axes[0].plot(it, [r["image_auroc"] for r in rows], marker="o", ms=3, label=labels.get(name, name))
-        axes[1].plot(it, [r["pixel_dice"] for r in rows], marker="o", ms=3, label=labels.get(name, name))
+        label = labels.get(name, name)
+        if "selected_auroc" in rows[0]:  # rules chosen on the synthetic monitor: solid; published rules: dashed
+            axes[0].plot(it, [r["selected_auroc"] for r in rows], marker="o", ms=3, color=color,
+                         label=f"{label}, rules selected on the synthetic monitor")
+            axes[1].plot(it, [r["selected_dice"] for r in rows], marker="o", ms=3, color=color)
+            label, style = f"{label}, published rules", {"ls": "--", "alpha": 0.6}
+        else:
+            style = {}
+        axes[0].plot(it, [r["image_auroc"] for r in rows], marker="o", ms=3, color=color, label=label, **style)
+        axes[1].plot(it, [r["pixel_dice"] for r in rows], marker="o", ms=3, color=color, **style)
     for ax, title in zip(axes, ("image AUROC", "pixel Dice")):
         ax.set_xlabel("training iterations")
         ax.set_title(f"demo test set (synthetic phantoms): {title}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1.02)
     axes[0].axhline(0.5, color="gray", lw=0.8, ls=":")
-    axes[0].legend(loc="lower right", fontsize=8)
+    axes[0].legend(loc="lower right", fontsize=7)
     fig.suptitle("configs: train.json + " + " + ".join(configs) + (f", {overrides}" if overrides else ""), fontsize=8)
     fig.tight_layout()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +353,16 @@ def main() -> None:
                     a.keep_weights)
         if a.json:
             Path(a.json).write_text(json.dumps(res, indent=1))
+        return
+    if "--rules" in sys.argv:
+        rp = argparse.ArgumentParser(description="candidate evaluation rules on the synthetic monitor and the test set")
+        rp.add_argument("--rules", action="store_true")
+        rp.add_argument("--bundle_root", default=".")
+        rp.add_argument("--config", action="append", default=None,
+                        help="configs merged over train.json (default: configs/demo.json)")
+        rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        a = rp.parse_args()
+        rules(a.bundle_root, a.config or ["configs/demo.json"], _parse_overrides(a.set))
         return
     if "--ablation" in sys.argv:
         argv = [a for a in sys.argv[1:] if a != "--ablation"]

@@ -332,6 +332,10 @@ class TrainOptions(Options):
     num_workers: int = option(_NON_NEGATIVE_INT, "DataLoader workers")
     cache_rate: float = option(_UNIT, "share of preprocessed training images cached")
     score_rule: str = option(_score_rule, "validation image score rule")
+    rule_selection: str = option(
+        _choice("published", "validation"),
+        "after training, choose evaluate's score and mask rules on the validation monitor (models/threshold.json)",
+    )
     resume: bool = option(_boolean, "continue from the newest training checkpoint")
     resume_ckpt: str | None = option(_optional(_existing_file), "continue from this training checkpoint")
     select_best_model: bool = option(_boolean, "models/model.pt = best validation weights instead of the final ones")
@@ -360,6 +364,13 @@ class EvaluateOptions(Options):
     lung_dilation: float = option(_number(0.0), "lung dilation, fraction of the image size")
     fail_on_skipped: bool = option(_boolean, "exit status 2 when files were skipped")
     mask_threshold: float | None = option(_OPTIONAL_UNIT, "fixed mask threshold on |image - recon|")
+    eval_rules: str = option(
+        _choice("from_file", "published"),
+        "from_file: score/mask rules and thresholds from threshold_path when it exists; published: ignore that file",
+    )
+    mask_relative: float = option(_UNIT, "relative factor of the per-image mask rule (published 0.2)")
+    score_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of the error map for the score, fraction of the size")
+    mask_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of |image - recon| for the mask, fraction of the size")
 
 
 @dataclass(frozen=True, kw_only=True)

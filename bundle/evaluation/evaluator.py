@@ -106,9 +106,12 @@ class AnomalyEvaluationReport:
         data: the evaluated entries (to check that each was scored once and list missing masks).
         failures: the :class:`~bundle.inference.FailureLog` the dataset records into.
         score_rule: score rule name (recorded).
+        score_smoothing: Gaussian smoothing of the error map before scoring (recorded; fraction of the size).
         mask_rule: mask rule description (recorded).
         split: split name (recorded).
         calibration_path: write the calibrated operating point here (None: no calibration).
+        operating_point: the operating point read from ``models/threshold.json`` (selected on the validation
+            monitor after training, or calibrated), recorded in ``metrics.json`` (None: none was read).
         num_bins: histogram bins for pixel AUROC / best pixel threshold.
         montage_cases: number of best and of worst cases in the montage.
         progress: show a tqdm progress bar.
@@ -120,9 +123,11 @@ class AnomalyEvaluationReport:
         data: list[dict],
         failures: FailureLog,
         score_rule: str = "mean",
+        score_smoothing: float = 0.0,
         mask_rule: str = "",
         split: str = "test",
         calibration_path: str | os.PathLike | None = None,
+        operating_point: dict[str, Any] | None = None,
         num_bins: int = 65536,
         montage_cases: int = 3,
         progress: bool = True,
@@ -130,7 +135,9 @@ class AnomalyEvaluationReport:
         self.output_dir = Path(output_dir)
         self.data, self.failures = data, failures
         self.score_rule, self.mask_rule, self.split = score_rule, mask_rule, split
+        self.score_smoothing = float(score_smoothing)
         self.calibration_path = calibration_path
+        self.operating_point = operating_point
         self.num_bins, self.montage_cases, self.progress = num_bins, montage_cases, progress
         self.metrics: dict[str, Any] = {}
 
@@ -236,7 +243,9 @@ class AnomalyEvaluationReport:
             "num_listed": len(self.data),
             "num_failed": len(failures),
             "score_rule": self.score_rule,
+            "score_smoothing": self.score_smoothing,
             "mask_rule": self.mask_rule,
+            "operating_point": self.operating_point,
             "missing_masks": missing_masks,
             "failed": failures,
         }
@@ -270,6 +279,10 @@ class AnomalyEvaluationReport:
         if save_montage(out / "montage.png", cases, title=title):
             files["montage"] = "montage.png"
         notes = []
+        point = self.operating_point
+        if point:
+            where = point.get("selected_on") or f"the {point.get('calibrated_on')} split (calibration)"
+            notes.append(f"operating point from {point.get('file')}, chosen on {where}, never on this test set.")
         if metrics["mode"] == "zero-shot":
             notes.append("zero-shot: no healthy test images, image_auroc and image_ap are null (undefined).")
         if metrics["missing_masks"]:
@@ -296,7 +309,8 @@ class AnomalyEvaluationReport:
     def write_operating_point(self, path: str | os.PathLike) -> dict[str, Any]:
         """Store the calibrated thresholds (best-F1 image threshold, best pooled-Dice pixel threshold)."""
         m = self.metrics
-        point: dict[str, Any] = {"calibrated_on": self.split, "num_images": m["num_images"], "score_rule": self.score_rule}
+        point: dict[str, Any] = {"calibrated_on": self.split, "num_images": m["num_images"], "score_rule": self.score_rule,
+                                 "score_smoothing": self.score_smoothing}
         if m["best_f1"]:
             point.update(score_threshold=m["best_f1"]["threshold"], score_f1=m["best_f1"]["f1"])
         if m["pixel_best_threshold"] is not None:

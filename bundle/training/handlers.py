@@ -13,6 +13,7 @@ so a resumed run replaces ``model_best.pt`` only with a better model.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from bundle.io import atomic_write
 from bundle.keys import Keys
 from bundle.options import as_bool, is_null
 from bundle.training.network import unwrap
+from bundle.training.validation import select_operating_point
 
 __all__ = [
     "WeightEMA",
@@ -44,6 +46,7 @@ __all__ = [
     "ModelSaver",
     "SaveFinalModel",
     "SaveBestModel",
+    "SelectOperatingPoint",
     "TensorBoardImageGrid",
     "ProgressBarHandler",
     "loss_terms",
@@ -397,6 +400,66 @@ class SaveBestModel:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.saver.save_best)
+
+
+class SelectOperatingPoint:
+    """Trainer handler: when training completes, choose the evaluation's score rule and mask rule on validation data.
+
+    Runs :func:`bundle.training.validation.select_operating_point` with the weights of ``model_path`` (the deployable
+    ``models/model.pt``, final or best) on the validation monitor's data (synthetic anomalies on held-in healthy
+    training images, or ``val/``; never the test set) and writes the choice, with every candidate's figure, to
+    ``save_path`` (``models/threshold.json``), which ``configs/evaluate.json`` reads. Attach it after
+    :class:`SaveFinalModel` so that ``model.pt`` exists.
+
+    Args:
+        network: a network of the trained architecture (its weights are not changed: a copy loads ``model_path``).
+        dataloader: the validation DataLoader (items with ``image``, ``label``, ``mask``, ``has_mask``, ``lung``).
+        model_path: the weights to select for.
+        save_path: output JSON file.
+        mode: ``"published"`` (nothing selected: the published whole-image mean score and mask rule stay) or
+            ``"validation"`` (select).
+        device: where the network runs.
+        lung_dilation: dilation of the lung restriction of the mask, fraction of the image size.
+    """
+
+    MODES = ("published", "validation")
+
+    def __init__(
+        self,
+        network: nn.Module,
+        dataloader: Any,
+        model_path: str | os.PathLike,
+        save_path: str | os.PathLike,
+        mode: str = "published",
+        device: str | torch.device = "cpu",
+        lung_dilation: float | None = None,
+    ) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"--rule_selection: expected one of {', '.join(self.MODES)}, got {mode!r}.")
+        self.network, self.dataloader, self.mode = unwrap(network), dataloader, mode
+        self.model_path, self.save_path = Path(model_path), Path(save_path)
+        self.device, self.lung_dilation = device, lung_dilation
+
+    def attach(self, engine: Engine) -> None:
+        if self.mode == "validation":
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine | None = None) -> dict[str, Any]:
+        net = copy.deepcopy(self.network)
+        net.load_state_dict(torch.load(self.model_path, map_location=self.device, weights_only=True))
+        point = select_operating_point(net, self.dataloader, self.device, lung_dilation=self.lung_dilation)
+        point = {"weights": self.model_path.name, **point}
+        with atomic_write(self.save_path) as tmp:
+            tmp.write_text(json.dumps(point, indent=2) + "\n")
+        score = f"{point['score_rule']}, smoothing={point['score_smoothing']:g}"
+        logger.info(
+            f"operating point selected on the validation monitor ({point['num_healthy']} healthy, "
+            f"{point['num_diseased']} diseased): score {score} (image AUROC {point['score_auroc'][score]:.3f}; "
+            f"published mean {point['score_auroc'].get('mean, smoothing=0', float('nan')):.3f}), mask relative "
+            f"factor {point.get('mask_relative')}, lungs only {point.get('restrict_to_lungs')}, smoothing "
+            f"{point.get('mask_smoothing')}; written to {self.save_path}"
+        )
+        return point
 
 
 class TensorBoardImageGrid:

@@ -28,7 +28,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
 from bundle.evaluation.metrics import dice, image_ap, image_auroc
-from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
+from bundle.evaluation.postprocess import DEFAULT_LUNG_DILATION, anomaly_mask, error_map, image_score
 from bundle.io import read_labels
 from bundle.synthesis.transforms import RandTextureAnomaly
 from bundle.training.data import image_label
@@ -41,6 +41,9 @@ __all__ = [
     "ImageAUROC",
     "ImageAP",
     "PixelDice",
+    "SCORE_RULE_CANDIDATES",
+    "MASK_RELATIVE_CANDIDATES",
+    "select_operating_point",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,3 +213,123 @@ class PixelDice(_ReconstructionMetric):
 
     def compute(self) -> float:
         return float(np.mean(self.dices)) if self.dices else float("nan")
+
+
+# Candidates of the post-training selection (:func:`select_operating_point`). The published rule comes first, so it
+# wins ties. Score rules: whole-image or lung-only statistics of the error map (the lungs are where the test
+# opacities are, and most error of a healthy reconstruction lies on the body outline, outside them).
+SCORE_RULE_CANDIDATES = ("mean", "p99", "lung_mean", "lung_p99", "lung_max")
+# Relative factor of the per-image mask rule ``|image - recon| >= max(0.03, relative x max)`` (published 0.2).
+MASK_RELATIVE_CANDIDATES = (0.2, 0.1, 0.15, 0.25, 0.3, 0.4, 0.5)
+# Gaussian smoothing of the maps, sigma as a fraction of the image side (0 = none, published): a doubling grid.
+SMOOTHING_CANDIDATES = (0.0, 0.01, 0.02, 0.04)
+
+
+def _log_separation(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Separation of diseased from healthy scores: difference of the class means of log(score) over their pooled
+    standard deviation (d'); it ranks rules that all separate the classes perfectly (AUROC 1) by their margin."""
+    s = np.log(np.asarray(scores, dtype=np.float64) + 1e-12)
+    y = np.asarray(labels)
+    h, d = s[y == 0], s[y == 1]
+    spread = np.sqrt((h.var() + d.var()) / 2)
+    return float((d.mean() - h.mean()) / spread) if spread > 0 else float(np.sign(d.mean() - h.mean()) * np.inf)
+
+
+def select_operating_point(
+    network: torch.nn.Module,
+    dataloader: Any,
+    device: str | torch.device = "cpu",
+    score_rules: Sequence[str] = SCORE_RULE_CANDIDATES,
+    mask_relatives: Sequence[float] = MASK_RELATIVE_CANDIDATES,
+    restrict_options: Sequence[bool] = (False, True),
+    smoothings: Sequence[float] = SMOOTHING_CANDIDATES,
+    mask_smoothings: Sequence[float] | None = None,
+    lung_dilation: float | None = None,
+) -> dict[str, Any]:
+    """Choose the image score rule and the mask rule on the validation monitor (never on a test set).
+
+    Every candidate is computed on the same reconstructions. Score: the rule and smoothing with the highest image
+    AUROC; ties (e.g. several rules at AUROC 1 on easy synthetic anomalies) go to the larger separation of the
+    log scores (:func:`_log_separation`), then to the earlier candidate. Mask: the smoothing, relative factor of
+    the per-image rule and restriction to the dilated lungs with the highest mean per-image Dice over the
+    diseased items with masks; ties go to the earlier candidate (the published rule is listed first). In the
+    synthetic mode these are the training monitor's healthy images with their fixed synthetic anomalies, so the
+    choice never sees a test image.
+
+    Args:
+        network: the reconstruction network (in eval mode here).
+        dataloader: validation batches with ``image`` (B, 1, H, W), ``label`` (B,) (-1: skip), ``mask``
+            (B, 1, H, W), ``has_mask`` (B,) and ``lung`` (B, 1, H, W) lung label maps (needed by the ``lung_``
+            rules and the restriction; without it those candidates use the whole image).
+        device: where the network runs.
+        score_rules: candidate score rules (:func:`bundle.evaluation.postprocess.image_score`).
+        mask_relatives: candidate relative factors of the per-image mask rule.
+        restrict_options: candidate values of the lung restriction of the mask.
+        smoothings: candidate smoothings of the error map for the score (fraction of the image side).
+        mask_smoothings: candidate smoothings for the mask (default: ``smoothings``).
+        lung_dilation: dilation of the lung restriction, fraction of the image size (None: the default).
+
+    Returns:
+        ``{"score_rule", "score_smoothing", "mask_relative", "mask_smoothing", "restrict_to_lungs", "selected_on",
+        "num_healthy", "num_diseased", "num_with_masks", "score_auroc": {candidate: AUROC}, "score_separation":
+        {candidate: d'}, "mask_dice": {candidate: Dice}}`` (candidates named ``"<rule>, smoothing=<s>"`` and
+        ``"relative=<r>, lungs=<bool>, smoothing=<s>"``).
+
+    Raises:
+        ValueError: the validation data hold no healthy or no diseased item.
+    """
+    dilation = DEFAULT_LUNG_DILATION if lung_dilation is None else lung_dilation
+    mask_smoothings = smoothings if mask_smoothings is None else mask_smoothings
+    score_cands = [(rule, float(g)) for g in smoothings for rule in score_rules]
+    combos = [(float(r), bool(k), float(g)) for g in mask_smoothings for k in restrict_options for r in mask_relatives]
+    scores: dict[tuple[str, float], list[float]] = {c: [] for c in score_cands}
+    dices: dict[tuple[float, bool, float], list[float]] = {c: [] for c in combos}
+    labels: list[int] = []
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            for batch in dataloader:
+                image = torch.as_tensor(batch["image"]).float()
+                image = image.as_tensor() if hasattr(image, "as_tensor") else image
+                recon = network(image.to(device)).float().cpu().clamp(0, 1)
+                lung = batch.get("lung")
+                for i in range(image.shape[0]):
+                    label = int(batch["label"][i])
+                    if label < 0:
+                        continue
+                    err = error_map(image[i], recon[i])
+                    lung_i = None if lung is None else torch.as_tensor(lung[i])
+                    labels.append(label)
+                    for rule, g in score_cands:
+                        scores[(rule, g)].append(image_score(err, lung=lung_i, rule=rule, smoothing=g))
+                    if label == 1 and int(batch["has_mask"][i]):
+                        gt = torch.as_tensor(batch["mask"][i])
+                        for relative, restrict, g in combos:
+                            pred = anomaly_mask(image[i], recon[i], lung=lung_i if restrict else None,
+                                                lung_dilation=dilation, relative=relative, smoothing=g)
+                            dices[(relative, restrict, g)].append(dice(pred, gt))
+    finally:
+        network.train(was_training)
+    if 0 not in labels or 1 not in labels:
+        raise ValueError("selecting the operating point needs healthy and diseased validation items.")
+    auroc = {c: float(image_auroc(v, labels)) for c, v in scores.items()}
+    separation = {c: _log_separation(v, labels) for c, v in scores.items()}
+    rule, smoothing = max(score_cands, key=lambda c: (auroc[c], separation[c], -score_cands.index(c)))
+    mean_dice = {c: float(np.mean(v)) for c, v in dices.items() if v}
+    point: dict[str, Any] = {
+        "score_rule": rule,
+        "score_smoothing": smoothing,
+        "selected_on": "validation monitor (synthetic anomalies on held-in healthy training images unless val/ exists)",
+        "num_healthy": labels.count(0),
+        "num_diseased": labels.count(1),
+        "num_with_masks": len(next(iter(dices.values()))) if dices else 0,
+        "score_auroc": {f"{r}, smoothing={g:g}": v for (r, g), v in auroc.items()},
+        # JSON has no infinity: a perfect separation without spread is written as null
+        "score_separation": {f"{r}, smoothing={g:g}": (v if np.isfinite(v) else None) for (r, g), v in separation.items()},
+        "mask_dice": {f"relative={r:g}, lungs={str(k).lower()}, smoothing={g:g}": d for (r, k, g), d in mean_dice.items()},
+    }
+    if mean_dice:
+        relative, restrict, g = max(mean_dice, key=lambda c: (mean_dice[c], -combos.index(c)))
+        point.update(mask_relative=relative, restrict_to_lungs=restrict, mask_smoothing=g)
+    return point

@@ -69,6 +69,28 @@ def test_demo_evaluation_with_calibration(demo_root, model_path, tmp_path):
     assert point["mask_threshold"] == pytest.approx(metrics["pixel_best_threshold"])
 
 
+def test_operating_point_selected_after_training_is_used_and_reported(demo_root, model_path, tmp_path):
+    """models/threshold.json from the post-training selection sets the score rule and the mask rule."""
+    out = tmp_path / "eval"
+    out.mkdir()
+    selected = {"score_rule": "lung_p99", "mask_relative": 0.3, "restrict_to_lungs": True,
+                "selected_on": "validation monitor (test)"}
+    (out / "threshold.json").write_text(json.dumps(selected))
+    _evaluate(demo_root, out, model_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["score_rule"] == "lung_p99"
+    assert "max(0.03, 0.3 x per-image max)" in metrics["mask_rule"] and "within the lungs" in metrics["mask_rule"]
+    assert metrics["operating_point"] == {**selected, "file": str(out / "threshold.json")}
+    assert "chosen on validation monitor (test), never on this test set" in (out / "report.md").read_text()
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "threshold.json").write_text(json.dumps(selected))
+    _evaluate(demo_root, published, model_path, eval_rules="published")  # the file is ignored
+    metrics = json.loads((published / "metrics.json").read_text())
+    assert metrics["score_rule"] == "mean" and metrics["operating_point"] is None
+    assert metrics["mask_rule"] == "|image - recon| >= max(0.03, 0.2 x per-image max)"
+
+
 def test_zero_shot_layout_reports_pixel_metrics_only(demo_root, model_path, tmp_path):
     """QaTa-COV19 style: test/diseased + ground_truth only; one mask missing is reported, not replaced."""
     data = Path(shutil.copytree(demo_root, tmp_path / "qata"))

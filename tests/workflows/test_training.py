@@ -13,11 +13,7 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.networks.nets import UNet
 
-from bundle.training.engine import (
-    ARTASynIteration,
-    pair_with_targets,
-    prepare_artasyn_batch,
-)
+from bundle.training.engine import ARTASynIteration, pair_with_targets, prepare_artasyn_batch
 from bundle.training.handlers import TensorBoardImageGrid, WeightEMA, latest_checkpoint
 from bundle.training.losses import ARTASynLoss
 
@@ -325,13 +321,7 @@ def test_offline_without_variants_fails_early(tmp_path, demo_root):
 def test_validation_transforms_and_metrics(phantom):
     import numpy as np
 
-    from bundle.training.validation import (
-        ImageAP,
-        ImageAUROC,
-        PixelDice,
-        SeededTextureAnomalyd,
-        ValidationItemsd,
-    )
+    from bundle.training.validation import ImageAP, ImageAUROC, PixelDice, SeededTextureAnomalyd, ValidationItemsd
 
     p = phantom(size=64, seed=3)
     item = {"image": torch.as_tensor(p.image[None]), "lung": torch.as_tensor(p.lung[None]), "label": 1,
@@ -359,6 +349,81 @@ def test_validation_transforms_and_metrics(phantom):
     empty = PixelDice()
     empty.reset()
     assert np.isnan(empty.compute())
+
+
+class _RemovesBright(torch.nn.Module):
+    """Stand-in reconstruction network: keeps pixels below 0.25 and zeroes the rest (it "removes" bright things)."""
+
+    def forward(self, x):
+        return x * (x < 0.25)
+
+
+def _selection_batches():
+    """Healthy images with a bright strip outside the lungs (normal anatomy the network cannot rebuild, brighter
+    from image to image) and diseased images with a faint strip and a small lesion inside the lungs."""
+    n, size = 4, 16
+    image = torch.full((2 * n, 1, size, size), 0.1)
+    lung = torch.zeros_like(image)
+    lung[:, :, 4:12, 2:14] = 1
+    mask = torch.zeros_like(image)
+    for i in range(n):
+        image[i, :, :2] = 0.6 + 0.12 * i  # healthy: error outside the lungs only
+        image[n + i, :, :2] = 0.3
+        image[n + i, :, 6:8, 6:8] = 0.9  # diseased: a 2 x 2 lesion in the lungs
+        mask[n + i, :, 6:8, 6:8] = 1
+    labels = torch.tensor([0] * n + [1] * n)
+    batch = {"image": image, "lung": lung, "mask": mask, "label": labels, "has_mask": labels.clone()}
+    return [{k: v[:n] for k, v in batch.items()}, {k: v[n:] for k, v in batch.items()}]
+
+
+def test_operating_point_selected_on_validation_data():
+    from bundle.training.validation import select_operating_point
+
+    point = select_operating_point(_RemovesBright(), _selection_batches(), smoothings=[0.0])
+    auroc = point["score_auroc"]
+    # the whole-image mean ranks the bright healthy strips above the lesions; the lung rules rank perfectly
+    assert auroc["mean, smoothing=0"] == 0.0 and auroc["p99, smoothing=0"] == 0.75
+    assert auroc["lung_mean, smoothing=0"] == auroc["lung_p99, smoothing=0"] == 1.0
+    assert (point["score_rule"], point["score_smoothing"]) == ("lung_mean", 0.0)  # first of the tied best
+    dice = point["mask_dice"]
+    assert dice["relative=0.2, lungs=false, smoothing=0"] < 1.0  # the published mask also marks the strip
+    assert dice["relative=0.2, lungs=true, smoothing=0"] == 1.0 and dice["relative=0.4, lungs=false, smoothing=0"] == 1.0
+    assert (point["mask_relative"], point["restrict_to_lungs"]) == (0.4, False)  # the first with Dice 1
+    assert (point["num_healthy"], point["num_diseased"], point["num_with_masks"]) == (4, 4, 4)
+    # smoothing candidates: every one is measured, and the choice is one of them
+    smoothed = select_operating_point(_RemovesBright(), _selection_batches(), smoothings=[0.0, 0.05])
+    assert "lung_p99, smoothing=0.05" in smoothed["score_auroc"] and smoothed["score_smoothing"] in (0.0, 0.05)
+    assert "relative=0.3, lungs=true, smoothing=0.05" in smoothed["mask_dice"]
+    with pytest.raises(ValueError, match="healthy and diseased"):
+        select_operating_point(_RemovesBright(), _selection_batches()[:1])
+
+
+def test_select_operating_point_handler_writes_the_choice(tmp_path):
+    from bundle.training.handlers import SelectOperatingPoint
+
+    net = _tiny_unet()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    batches = _selection_batches()
+    for b in batches:  # the tiny UNet takes 16 x 16 images (stride 2 x 2)
+        b["image"] = b["image"].clamp(0, 1)
+    out = tmp_path / "threshold.json"
+    handler = SelectOperatingPoint(_tiny_unet(), batches, tmp_path / "model.pt", out, mode="validation")
+    point = handler()
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(point)) and saved["weights"] == "model.pt"
+    assert f"{saved['score_rule']}, smoothing={saved['score_smoothing']:g}" in saved["score_auroc"]
+    assert {"mask_relative", "mask_smoothing", "restrict_to_lungs"} <= set(saved)
+    assert "Infinity" not in out.read_text()  # strict JSON
+    from ignite.engine import Engine, Events
+
+    engine = Engine(lambda e, b: None)
+    handler.attach(engine)
+    published = SelectOperatingPoint(net, batches, out, out, mode="published")
+    published.attach(engine)
+    assert engine.has_event_handler(handler, Events.COMPLETED)
+    assert not engine.has_event_handler(published, Events.COMPLETED)  # published rules: nothing is selected
+    with pytest.raises(ValueError, match="rule_selection"):
+        SelectOperatingPoint(net, batches, out, out, mode="sometimes")
 
 
 def test_defaults_are_the_published_recipe():
@@ -414,11 +479,11 @@ def test_lr_policy():
     assert sched2.get_last_lr() == sched.get_last_lr()
 
 
-# The README quick start measured image AUROC 0.602 and pixel Dice 0.297 on the current (harder) demo phantoms
-# (README "Training"; far below the issue's targets 0.90 / 0.50, which the demo recipe does not reach). The
-# thresholds sit a little below the measured values, so that run-to-run variation (thread scheduling changes the
-# float summation order) does not fail the test while a real regression does.
-QUICK_START_MIN = {"image_auroc": 0.55, "pixel_dice": 0.26}
+# The README quick start measured image AUROC 0.909 and pixel Dice 0.463 on the demo test set (README "Training":
+# evaluation rules chosen on the synthetic monitor at the end of training; the issue's targets are 0.90 / 0.50, so
+# Dice is still short). The thresholds sit a little below the measured values, so that run-to-run variation
+# (thread scheduling changes the float summation order) does not fail the test while a real regression does.
+QUICK_START_MIN = {"image_auroc": 0.87, "pixel_dice": 0.43}
 
 
 @pytest.mark.slow

@@ -154,3 +154,22 @@ def test_load_operating_point(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         load_operating_point(path)
+
+
+def test_smoothing_weighs_a_blob_above_a_hot_pixel_and_scales_with_size():
+    from bundle.evaluation.postprocess import anomaly_mask, image_score, smooth_map
+
+    for size in (32, 64):
+        hot, blob = torch.zeros(1, size, size), torch.zeros(1, size, size)
+        hot[0, size // 4, size // 4] = 0.5  # an isolated edge pixel
+        s = size // 8
+        blob[0, size // 2 : size // 2 + s, size // 2 : size // 2 + s] = 0.5  # a lesion-sized blob, same peak
+        assert image_score(hot, rule="max") == image_score(blob, rule="max")
+        assert image_score(hot, rule="max", smoothing=0.02) < 0.5 * image_score(blob, rule="max", smoothing=0.02)
+        both = hot + blob
+        mask = anomaly_mask(both, torch.zeros_like(both), relative=0.5, smoothing=0.02)
+        assert mask[0, size // 4, size // 4] == 0 and mask[0, size // 2 + s // 2, size // 2 + s // 2] == 1
+        assert float(smooth_map(hot, 0.02).sum()) == pytest.approx(0.5, rel=1e-3)  # mass kept
+    assert torch.equal(smooth_map(hot, 0.0), hot)
+    with pytest.raises(ValueError, match="smoothing"):
+        smooth_map(hot, -0.1)
