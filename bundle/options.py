@@ -348,7 +348,22 @@ class TrainOptions(Options):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluateOptions(Options):
+class RuleOptions(Options):
+    """The operating-point options shared by evaluation and inference (how scores and masks are made; defaults
+    from ``models/threshold.json`` when it holds them, see :mod:`bundle.evaluation.operating_point`)."""
+
+    score_rule: str = option(_score_rule, "image score rule")
+    score_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of the error map for the score, fraction of the size")
+    mask_threshold: float | None = option(_OPTIONAL_UNIT, "fixed mask threshold on |image - recon|")
+    mask_relative: float = option(_UNIT, "relative factor of the per-image mask rule (published 0.2)")
+    mask_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of |image - recon| for the mask, fraction of the size")
+    restrict_to_lungs: bool = option(_boolean, "mask only inside the dilated lungs")
+    lung_dilation: float = option(_number(0.0), "lung dilation, fraction of the image size")
+    fail_on_skipped: bool = option(_boolean, "exit status 2 when files were skipped")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateOptions(RuleOptions):
     """Options of ``configs/evaluate.json`` (merged over train.json)."""
 
     workflow = "evaluate.json"
@@ -358,23 +373,15 @@ class EvaluateOptions(Options):
     image_size: int = option(_POSITIVE_INT, "side length; a multiple of the UNet's total stride")
     network_strides: Any = option(_strides, "the UNet's strides (from network_def), to check image_size")
     val_batch_size: int = option(_POSITIVE_INT, "batch size")
-    score_rule: str = option(_score_rule, "image score rule")
     calibrate: bool = option(_boolean, "write the best-F1 / best-Dice operating point to threshold_path")
-    restrict_to_lungs: bool = option(_boolean, "mask only inside the dilated lungs")
-    lung_dilation: float = option(_number(0.0), "lung dilation, fraction of the image size")
-    fail_on_skipped: bool = option(_boolean, "exit status 2 when files were skipped")
-    mask_threshold: float | None = option(_OPTIONAL_UNIT, "fixed mask threshold on |image - recon|")
     eval_rules: str = option(
         _choice("from_file", "published"),
         "from_file: score/mask rules and thresholds from threshold_path when it exists; published: ignore that file",
     )
-    mask_relative: float = option(_UNIT, "relative factor of the per-image mask rule (published 0.2)")
-    score_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of the error map for the score, fraction of the size")
-    mask_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of |image - recon| for the mask, fraction of the size")
 
 
 @dataclass(frozen=True, kw_only=True)
-class InferenceOptions(Options):
+class InferenceOptions(RuleOptions):
     """Options of ``configs/inference.json``."""
 
     workflow = "inference.json"
@@ -385,13 +392,8 @@ class InferenceOptions(Options):
     network_strides: Any = option(_strides, "the UNet's strides (from network_def), to check image_size")
     batch_size: int = option(_POSITIVE_INT, "images per batch")
     num_workers: int = option(_NON_NEGATIVE_INT, "DataLoader workers")
-    score_rule: str = option(_score_rule, "image score rule")
-    restrict_to_lungs: bool = option(_boolean, "mask only inside the dilated lungs")
-    lung_dilation: float = option(_number(0.0), "lung dilation, fraction of the image size")
     write_error_maps: bool = option(_boolean, "write <name>_error.tiff")
     write_overlays: bool = option(_boolean, "write <name>_overlay.png")
-    fail_on_skipped: bool = option(_boolean, "exit status 2 when files were skipped")
-    mask_threshold: float | None = option(_OPTIONAL_UNIT, "fixed mask threshold on |image - recon|")
     score_threshold: float | None = option(_OPTIONAL_UNIT, "image label threshold on the score")
     lung_cache_dir: str | None = option(_optional(_text), "folder of cached lung maps")
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from bundle.data.datalist import build_datalist
 from bundle.data.failures import FailureLog, meta_of
 from bundle.evaluation.metrics import DiceAccumulator, PixelAUROC, best_f1, image_ap, image_auroc, nan_to_none
+from bundle.evaluation.operating_point import calibrated_operating_point, save_operating_point
 from bundle.evaluation.report import csv_text, markdown_report, plot_roc_pr, save_montage
 from bundle.io import as_2d, write_text_atomic
 
@@ -307,20 +308,9 @@ class AnomalyEvaluationReport:
             self.write_operating_point(self.calibration_path)
 
     def write_operating_point(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Store the calibrated thresholds (best-F1 image threshold, best pooled-Dice pixel threshold)."""
-        m = self.metrics
-        point: dict[str, Any] = {"calibrated_on": self.split, "num_images": m["num_images"], "score_rule": self.score_rule,
-                                 "score_smoothing": self.score_smoothing}
-        if m["best_f1"]:
-            point.update(score_threshold=m["best_f1"]["threshold"], score_f1=m["best_f1"]["f1"])
-        if m["pixel_best_threshold"] is not None:
-            point.update(mask_threshold=m["pixel_best_threshold"], mask_dice=m["pixel_best_dice"])
-        if "score_threshold" not in point and "mask_threshold" not in point:
-            raise ValueError(
-                f"cannot calibrate on the {self.split!r} split: it needs healthy and diseased images (score "
-                "threshold) and/or diseased images with masks (mask threshold)."
-            )
-        write_text_atomic(Path(path), json.dumps(point, indent=2) + "\n")
+        """Store the operating point calibrated on this split (:func:`calibrated_operating_point`)."""
+        point = calibrated_operating_point(self.split, self.metrics, self.score_rule, self.score_smoothing)
+        save_operating_point(path, point)
         logger.info(f"operating point written to {path}: {point}")
         return point
 

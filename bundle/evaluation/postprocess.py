@@ -25,9 +25,7 @@ treated on its own), as numpy arrays or torch tensors, and return the same type.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -41,16 +39,12 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type
 
 __all__ = [
-    "DEFAULT_MIN_THRESHOLD",
-    "DEFAULT_RELATIVE_THRESHOLD",
-    "DEFAULT_LUNG_DILATION",
     "SCORE_RULES",
     "error_map",
     "dilate_lungs",
     "smooth_map",
     "image_score",
     "anomaly_mask",
-    "load_operating_point",
     "AnomalyMap",
     "AnomalyMapd",
     "AnomalyScore",
@@ -60,11 +54,16 @@ __all__ = [
     "ResizeToOriginald",
 ]
 
+from bundle.evaluation.operating_point import (
+    DEFAULT_LUNG_DILATION,
+    DEFAULT_MIN_THRESHOLD,
+    DEFAULT_RELATIVE_THRESHOLD,
+    DEFAULT_SCORE_RULE,
+)
+from bundle.keys import Keys
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MIN_THRESHOLD = 0.03
-DEFAULT_RELATIVE_THRESHOLD = 0.2
-DEFAULT_LUNG_DILATION = 0.03
 SCORE_RULES = ("mean", "max", "pNN (e.g. p99)", "lung_mean", "lung_max", "lung_pNN")
 _RULE = re.compile(r"^(lung_)?(mean|max|p(\d+(?:\.\d+)?))$")
 
@@ -137,7 +136,7 @@ def smooth_map(x: Any, smoothing: float = 0.0) -> torch.Tensor:
     return GaussianFilter(spatial_dims=2, sigma=sigma).to(batch.device)(batch).reshape(t.shape)
 
 
-def image_score(error: Any, lung: Any | None = None, rule: str = "mean", smoothing: float = 0.0) -> float:
+def image_score(error: Any, lung: Any | None = None, rule: str = DEFAULT_SCORE_RULE, smoothing: float = 0.0) -> float:
     """Image-level anomaly score of ONE error map.
 
     Args:
@@ -229,26 +228,6 @@ def anomaly_mask(
     return convert_to_dst_type(mask, image, dtype=torch.uint8 if isinstance(image, torch.Tensor) else np.uint8)[0]
 
 
-def load_operating_point(path: str | os.PathLike | None) -> dict[str, Any]:
-    """Read a calibrated operating point (written by the evaluation's calibration step).
-
-    Args:
-        path: JSON file, e.g. ``models/threshold.json``; missing file or ``None`` gives an empty dict.
-
-    Returns:
-        dict that may hold ``mask_threshold`` (on |image - recon|) and ``score_threshold`` (image label =
-        diseased when ``score >= score_threshold``), plus provenance fields.
-    """
-    if path is None or not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        point = json.load(f)
-    if not isinstance(point, dict):
-        raise ValueError(f"{path}: expected a JSON object with mask_threshold / score_threshold.")
-    logger.info(f"operating point from {path}: {point}")
-    return point
-
-
 class AnomalyMap(Transform):
     """Array form of :func:`error_map`: ``AnomalyMap()(image, recon) -> (image - recon)^2``."""
 
@@ -257,28 +236,39 @@ class AnomalyMap(Transform):
 
 
 class AnomalyMapd(MapTransform):
-    """Writes the error map ``(image - recon)^2`` of the (1, H, W) items ``image_key``/``recon_key``.
+    """Writes the error map ``(image - recon)^2`` of each reconstruction in ``keys`` (items (1, H, W)).
 
     Args:
-        recon_key: the reconstruction (the network output, ``pred`` as it leaves the inferer).
+        keys: the reconstruction (the network output, ``pred`` as it leaves the inferer); one key.
         image_key: the network input.
         output_key: where the error map goes.
+        allow_missing_keys: skip silently when the reconstruction is absent.
     """
 
-    def __init__(self, recon_key: str = "pred", image_key: str = "image", output_key: str = "error") -> None:
-        super().__init__(keys=[recon_key])
-        self.recon_key, self.image_key, self.output_key = recon_key, image_key, output_key
+    def __init__(
+        self,
+        keys: KeysCollection = Keys.PRED,
+        image_key: str = Keys.IMAGE,
+        output_key: str = Keys.ERROR,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"AnomalyMapd writes one error map: give one reconstruction key, got {self.keys}.")
+        self.image_key, self.output_key = image_key, output_key
+        self.mapper = AnomalyMap()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        d[self.output_key] = error_map(d[self.image_key], d[self.recon_key])
+        for key in self.key_iterator(d):
+            d[self.output_key] = self.mapper(d[self.image_key], d[key])
         return d
 
 
 class AnomalyScore(Transform):
     """Array form of :func:`image_score`; see there for ``rule``."""
 
-    def __init__(self, rule: str = "mean", smoothing: float = 0.0) -> None:
+    def __init__(self, rule: str = DEFAULT_SCORE_RULE, smoothing: float = 0.0) -> None:
         image_score(torch.zeros(2, 2), rule=rule)  # validate the rule now, not on the first image
         self.rule, self.smoothing = rule, float(smoothing)
 
@@ -290,37 +280,41 @@ class AnomalyScored(MapTransform):
     """Writes the image score (a float) and the number of lungs found (0, 1 or 2) for one item.
 
     Args:
-        error_key: error map (1, H, W).
+        keys: the error map (1, H, W); one key.
         lung_key: lung label map (1, H, W); may be absent (then ``lungs_found`` is None).
         rule: score rule, see :func:`image_score`.
         output_key: where the score goes.
         lungs_found_key: where the number of lungs found goes.
         smoothing: Gaussian smoothing of the error map before scoring (fraction of the image side; 0 = none).
+        allow_missing_keys: skip silently when the error map is absent.
     """
 
     def __init__(
         self,
-        error_key: str = "error",
-        lung_key: str | None = "lung",
-        rule: str = "mean",
-        output_key: str = "score",
+        keys: KeysCollection = Keys.ERROR,
+        lung_key: str | None = Keys.LUNG,
+        rule: str = DEFAULT_SCORE_RULE,
+        output_key: str = Keys.SCORE,
         lungs_found_key: str = "lungs_found",
         smoothing: float = 0.0,
+        allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys=[error_key])
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"AnomalyScored writes one score: give one error-map key, got {self.keys}.")
         self.scorer = AnomalyScore(rule, smoothing)
-        self.error_key, self.lung_key, self.output_key = error_key, lung_key, output_key
-        self.lungs_found_key = lungs_found_key
+        self.lung_key, self.output_key, self.lungs_found_key = lung_key, output_key, lungs_found_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        lung = d.get(self.lung_key) if self.lung_key else None
-        d[self.output_key] = self.scorer(d[self.error_key], lung)
-        if lung is None:
-            d[self.lungs_found_key] = None
-        else:
-            labels = torch.unique(_to_torch(lung))
-            d[self.lungs_found_key] = int(((labels == 1) | (labels == 2)).sum())
+        for key in self.key_iterator(d):
+            lung = d.get(self.lung_key) if self.lung_key else None
+            d[self.output_key] = self.scorer(d[key], lung)
+            if lung is None:
+                d[self.lungs_found_key] = None
+            else:
+                labels = torch.unique(_to_torch(lung))
+                d[self.lungs_found_key] = int(((labels == 1) | (labels == 2)).sum())
         return d
 
 
@@ -356,8 +350,8 @@ class AnomalyMaskd(MapTransform):
     """Writes the binary anomaly mask (uint8 (1, H, W), 0/1) of one item, by default over ``pred``.
 
     Args:
+        keys: the reconstruction (the network output); one key.
         image_key: network input.
-        recon_key: reconstruction (the network output).
         output_key: where the mask goes (``pred``: the final mask, as MONAI Label expects).
         threshold: fixed threshold on |image - recon| (calibrated), None for the per-image rule.
         lung_key: lung label map used to restrict the mask when ``restrict_to_lungs``.
@@ -367,31 +361,35 @@ class AnomalyMaskd(MapTransform):
         min_threshold: lower bound of the per-image threshold.
         relative: fraction of the per-image maximum.
         smoothing: Gaussian smoothing of |image - recon| before thresholding (fraction of the image side).
+        allow_missing_keys: skip silently when the reconstruction is absent.
     """
 
     def __init__(
         self,
-        image_key: str = "image",
-        recon_key: str = "pred",
-        output_key: str = "pred",
+        keys: KeysCollection = Keys.PRED,
+        image_key: str = Keys.IMAGE,
+        output_key: str = Keys.PRED,
         threshold: float | None = None,
-        lung_key: str | None = "lung",
+        lung_key: str | None = Keys.LUNG,
         restrict_to_lungs: bool = False,
         lung_dilation: float = DEFAULT_LUNG_DILATION,
         min_threshold: float = DEFAULT_MIN_THRESHOLD,
         relative: float = DEFAULT_RELATIVE_THRESHOLD,
         smoothing: float = 0.0,
+        allow_missing_keys: bool = False,
     ) -> None:
-        keys: KeysCollection = [image_key, recon_key]
-        super().__init__(keys=keys)
-        self.image_key, self.recon_key, self.output_key = image_key, recon_key, output_key
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"AnomalyMaskd writes one mask: give one reconstruction key, got {self.keys}.")
+        self.image_key, self.output_key = image_key, output_key
         self.lung_key, self.restrict_to_lungs = lung_key, restrict_to_lungs
         self.masker = AnomalyMask(threshold, lung_dilation, min_threshold, relative, smoothing)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        lung = d.get(self.lung_key) if (self.restrict_to_lungs and self.lung_key) else None
-        d[self.output_key] = self.masker(d[self.image_key], d[self.recon_key], lung)
+        for key in self.key_iterator(d):
+            lung = d.get(self.lung_key) if (self.restrict_to_lungs and self.lung_key) else None
+            d[self.output_key] = self.masker(d[self.image_key], d[key], lung)
         return d
 
 
@@ -409,7 +407,7 @@ class ResizeToOriginald(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, ref_key: str = "image", mode: str = "bilinear", allow_missing_keys: bool = False
+        self, keys: KeysCollection, ref_key: str = Keys.IMAGE, mode: str = "bilinear", allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.ref_key, self.mode = ref_key, mode

@@ -31,6 +31,7 @@ from monai.handlers import CheckpointSaver
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from bundle.evaluation.operating_point import save_operating_point
 from bundle.io import atomic_write
 from bundle.keys import Keys
 from bundle.options import as_bool, is_null
@@ -449,8 +450,7 @@ class SelectOperatingPoint:
         net.load_state_dict(torch.load(self.model_path, map_location=self.device, weights_only=True))
         point = select_operating_point(net, self.dataloader, self.device, lung_dilation=self.lung_dilation)
         point = {"weights": self.model_path.name, **point}
-        with atomic_write(self.save_path) as tmp:
-            tmp.write_text(json.dumps(point, indent=2) + "\n")
+        save_operating_point(self.save_path, point)
         score = f"{point['score_rule']}, smoothing={point['score_smoothing']:g}"
         logger.info(
             f"operating point selected on the validation monitor ({point['num_healthy']} healthy, "

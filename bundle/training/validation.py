@@ -28,7 +28,8 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
 from bundle.evaluation.metrics import dice, image_ap, image_auroc
-from bundle.evaluation.postprocess import DEFAULT_LUNG_DILATION, anomaly_mask, error_map, image_score
+from bundle.evaluation.operating_point import DEFAULT_LUNG_DILATION
+from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
 from bundle.io import read_labels
 from bundle.synthesis.transforms import RandTextureAnomaly
 from bundle.training.data import image_label

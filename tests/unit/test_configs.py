@@ -52,3 +52,34 @@ def test_each_chain_refers_to_the_common_steps():
     evaluate = _parser("train.json", "evaluate.json")
     assert "@preprocessing#lungs" in evaluate["validate#preprocessing"]["transforms"]
     assert train["run"] == "%training" and evaluate["run"] == "%evaluating"
+
+
+def test_inference_postprocessing_equals_the_evaluation_chain(tmp_path: Path):
+    """Both read models/threshold.json the same way and turn one reconstruction into the same score and mask."""
+    import json
+
+    import torch
+
+    (tmp_path / "models").mkdir()
+    point = {"score_rule": "lung_p99", "score_smoothing": 0.01, "mask_relative": 0.3, "restrict_to_lungs": True}
+    (tmp_path / "models" / "threshold.json").write_text(json.dumps(point))
+    phantom = make_phantom(64, seed=1)
+    image = torch.from_numpy(phantom.image[None]).float()
+    recon = (image + 0.2 * torch.rand_like(image)).clamp(0, 1)
+    lung = torch.from_numpy(phantom.lung[None].astype("uint8"))
+
+    def run(chain, n_steps):
+        out = {"image": image.clone(), "pred": recon.clone(), "lung": lung.clone()}
+        for step in chain.transforms[:n_steps]:
+            out = step(out)
+        return out
+
+    evaluate = _parser("train.json", "evaluate.json", bundle_root=str(tmp_path), dataset_dir=str(tmp_path))
+    ours = run(evaluate.get_parsed_content("validate#postprocessing"), 4)
+    inference = _parser("inference.json", bundle_root=str(tmp_path))
+    theirs = run(inference.get_parsed_content("postprocessing"), 4)  # the steps before the inversion to the input size
+    assert evaluate.get_parsed_content("mask_rule") == inference.get_parsed_content("mask_rule")
+    assert "within the lungs" in inference.get_parsed_content("mask_rule")  # the file's choice was applied
+    assert ours["score"] == pytest.approx(theirs["score"])
+    torch.testing.assert_close(ours["error"], theirs["error"])
+    assert torch.equal(ours["pred"], theirs["pred"]) and ours["pred"].any()

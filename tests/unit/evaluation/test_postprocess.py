@@ -6,6 +6,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
 
+from bundle.evaluation.operating_point import load_operating_point
 from bundle.evaluation.postprocess import (
     AnomalyMapd,
     AnomalyMaskd,
@@ -15,7 +16,6 @@ from bundle.evaluation.postprocess import (
     dilate_lungs,
     error_map,
     image_score,
-    load_operating_point,
 )
 
 
@@ -128,9 +128,9 @@ def test_dict_chain_keeps_meta_and_types():
     lung[0, 5:25, 4:14] = 1
     post = Compose(
         [
-            AnomalyMapd(recon_key="pred", image_key="image", output_key="error"),
-            AnomalyScored(error_key="error", lung_key="lung", rule="lung_mean"),
-            AnomalyMaskd(image_key="image", recon_key="pred", output_key="pred", restrict_to_lungs=True),
+            AnomalyMapd(keys="pred", image_key="image", output_key="error"),
+            AnomalyScored(keys="error", lung_key="lung", rule="lung_mean"),
+            AnomalyMaskd(keys="pred", image_key="image", output_key="pred", restrict_to_lungs=True),
         ]
     )
     out = post({"image": image, "pred": recon, "lung": lung})
