@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bundle.data.phantoms import STORAGE_VARIANTS as VARIANTS  # noqa: E402
 from bundle.data.phantoms import as_stored as variant  # noqa: E402
 from bundle.data.phantoms import make_phantom  # noqa: E402
-from bundle.lungs.pbtseg import pbtseg  # noqa: E402
+from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
 
 #: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
 CORE = dict(zone_correction=False, edge_level=False, neck_cut=0.0, join_pieces=0.0, diaphragm_reach=0.0,
@@ -195,6 +195,10 @@ def main() -> None:
     parser.add_argument("--steps", action="store_true",
                         help="also print the CPU time of each step function of our PBTSeg at 256 px")
     args = parser.parse_args()
+    fields = set(PBTSegParams.__dataclass_fields__)
+    if not isinstance(args.params, dict) or set(args.params) - fields:
+        raise SystemExit(f"--params {args.params}: expected a JSON object of PBTSegParams fields "
+                         f"({', '.join(sorted(fields))})")
     seg = load_published(args.reference.resolve())
     if args.baseline:
         compare_baseline(args.baseline, args.seeds, args.repeats, args.params)
