@@ -12,8 +12,12 @@ pessimistic; the ratio of the two, measured in one run, is the robust figure.
 ``--baseline FILE`` also times another version of ``bundle/lungs/pbtseg.py`` (``bundle/lungs.py`` before the package layout) against ours, interleaved on the same images
 (fastest of ``--repeats`` runs per image), and counts the images whose maps differ: how a speed-up is checked.
 
+``--params JSON`` runs our PBTSeg with changed ``PBTSegParams`` fields (e.g. ``'{"edge_step": 0.02}'``), so a
+parameter change is measured in the same run against the published code and, with ``--baseline``, the default version.
+``--steps`` prints the CPU time of each step function of ``pbtseg()`` (where the time goes).
+
 Run: ``python benchmarks/bench_pbtseg.py [--reference DIR] [--seeds 40] [--sizes 256 512 1024] [--repeats 3]
-[--baseline FILE]``
+[--baseline FILE] [--params JSON] [--steps]``
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import importlib.util  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -40,11 +45,54 @@ sys.path.insert(0, str(ROOT))
 from bundle.data.phantoms import STORAGE_VARIANTS as VARIANTS  # noqa: E402
 from bundle.data.phantoms import as_stored as variant  # noqa: E402
 from bundle.data.phantoms import make_phantom  # noqa: E402
-from bundle.lungs.pbtseg import pbtseg  # noqa: E402
+from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
 
 #: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
 CORE = dict(zone_correction=False, edge_level=False, neck_cut=0.0, join_pieces=0.0, diaphragm_reach=0.0,
             lateral_hull=False, mirror_completion=0.0, require_pair=False)
+
+
+#: the step functions of ``bundle/lungs/pbtseg.py`` in the order ``pbtseg()`` calls them (``--steps`` times each)
+STEPS = ("_make_grid", "_rank_grid", "_search", "_zone_correction", "_cut_necks", "_edge_level", "_pieces", "_refine",
+         "_remove_spurs", "_diaphragm_step", "_hull_step", "_mirror_step", "_is_chest")
+
+
+def time_steps(seeds: int, params: dict) -> None:
+    """CPU time of each step function of our PBTSeg on the 256 px phantoms (healthy and diseased), in ms per image.
+
+    Each step is wrapped in a timer for the run (the wrappers add a little time of their own). Times are inclusive:
+    ``_search`` counts both searches, one of which also counts in ``_zone_correction``."""
+    import bundle.lungs.pbtseg as module
+
+    images = [variant(make_phantom(256, seed=s, diseased=d).image, VARIANTS[s % len(VARIANTS)])
+              for s in range(seeds) for d in (False, True)]
+    spent = dict.fromkeys(STEPS, 0.0)
+    originals = {name: getattr(module, name) for name in STEPS}
+
+    def timer(name: str, fn):
+        def timed_fn(*a, **k):
+            c0 = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.thread_time() - c0
+        return timed_fn
+
+    try:
+        for name, fn in originals.items():
+            setattr(module, name, timer(name, fn))
+        c0 = time.thread_time()
+        for img in images:
+            module.pbtseg(img, **params)
+        total = time.thread_time() - c0
+    finally:
+        for name, fn in originals.items():
+            setattr(module, name, fn)
+    n = len(images)
+    print(f"Steps of our PBTSeg, CPU ms per image ({n} phantoms at 256 px; inclusive; total {1000 * total / n:.2f} ms)")
+    for name in STEPS:
+        print(f"  {name:<18} {1000 * spent[name] / n:>6.2f} ms {100 * spent[name] / total:>5.1f} %")
+    print()
 
 
 def load_published(reference: Path):
@@ -104,7 +152,7 @@ def load_baseline(path: Path):
     return module.pbtseg
 
 
-def compare_baseline(path: Path, seeds: int, repeats: int) -> None:
+def compare_baseline(path: Path, seeds: int, repeats: int, params: dict) -> None:
     """Ours against a baseline version on the same 256 px phantoms (healthy and diseased): per image the fastest of
     ``repeats`` interleaved runs (interleaving and the minimum cancel most of the load of a shared machine), and
     the number of images whose label maps differ."""
@@ -116,7 +164,7 @@ def compare_baseline(path: Path, seeds: int, repeats: int) -> None:
     for r in range(max(repeats, 1)):
         for i, img in enumerate(images):
             c0 = time.thread_time()
-            ours = pbtseg(img)[0]
+            ours = pbtseg(img, **params)[0]
             c1 = time.thread_time()
             theirs = base(img)[0]
             c2 = time.thread_time()
@@ -141,10 +189,21 @@ def main() -> None:
                         help="another version of bundle/lungs/pbtseg.py (e.g. `git show <commit>:bundle/lungs/pbtseg.py > "
                              "/tmp/lungs_before.py`): timed against ours on the same 256 px images, interleaved, "
                              "and its maps compared pixel for pixel")
+    parser.add_argument("--params", type=json.loads, default={},
+                        help='PBTSegParams fields for our PBTSeg as a JSON object (e.g. \'{"edge_step": 0.02}\'): how '
+                             "a parameter change is measured against the published code and the --baseline version")
+    parser.add_argument("--steps", action="store_true",
+                        help="also print the CPU time of each step function of our PBTSeg at 256 px")
     args = parser.parse_args()
+    fields = set(PBTSegParams.__dataclass_fields__)
+    if not isinstance(args.params, dict) or set(args.params) - fields:
+        raise SystemExit(f"--params {args.params}: expected a JSON object of PBTSegParams fields "
+                         f"({', '.join(sorted(fields))})")
     seg = load_published(args.reference.resolve())
     if args.baseline:
-        compare_baseline(args.baseline, args.seeds, args.repeats)
+        compare_baseline(args.baseline, args.seeds, args.repeats, args.params)
+    if args.steps:
+        time_steps(args.seeds, args.params)
 
     dices = {("ours", h): [] for h in ("healthy", "diseased")} | {("published", h): [] for h in ("healthy", "diseased")}
     swaps = {"ours": 0, "published": 0}
@@ -159,20 +218,21 @@ def main() -> None:
                 img = variant(ph.image, VARIANTS[seed % len(VARIANTS)])
                 if len(timed_imgs) < args.timed_images and not diseased:
                     timed_imgs.append(img)
-                ours_lab, pub_lab = pbtseg(img)[0], published_map(seg, img)
+                ours_lab, pub_lab = pbtseg(img, **args.params)[0], published_map(seg, img)
                 for name, lab in (("ours", ours_lab), ("published", pub_lab)):
                     dices[(name, state)] += zone_dice(lab, ph.lung)
                     swaps[name] += dice(lab == 1, ph.lung == 2) > 0.3 or dice(lab == 2, ph.lung == 1) > 0.3
                 if args.picture and size == min(args.sizes):
                     score = min(d[0] for d in zone_dice(ours_lab, ph.lung))
                     cases.append((score, f"{state} seed {seed}", ph.image, ph.lung, ours_lab, pub_lab))
-        speed[size] = (timed(lambda x: pbtseg(x), timed_imgs, args.repeats),
+        speed[size] = (timed(lambda x: pbtseg(x, **args.params), timed_imgs, args.repeats),
                        timed(lambda x: published_map(seg, x), timed_imgs, args.repeats),
                        timed(lambda x: pbtseg(x, **CORE), timed_imgs, args.repeats))
         print(f"{size} px done", file=sys.stderr)
 
     print(f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds x sizes {args.sizes}; "
-          "storage cycling float / gamma 0.6 / gamma 1.6 / 8 / 12 / 16-bit\n")
+          "storage cycling float / gamma 0.6 / gamma 1.6 / 8 / 12 / 16-bit"
+          + (f"; our parameters changed: {args.params}" if args.params else "") + "\n")
     print("Speed, median CPU ms per image (published: resize to 256 + its PBTSeg + resize back)")
     print(f"{'size':>6} {'ours':>8} {'published':>10} {'ratio':>7} {'ours, core only':>16}")
     for size, (o, b, c) in speed.items():

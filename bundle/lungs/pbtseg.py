@@ -768,14 +768,19 @@ def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_r
     rr = bottom[None, :] + offs[:, None]
     ok = (rr + k < h) & (rr - k >= 0)
     rr = np.clip(rr, k, h - 1 - k)
-    pair = np.stack([smooth[rr - k, cols[None, :]], smooth[rr + k, cols[None, :]]])
-    # one rank lookup for the lower lung's 90th percentile, the lung's median and the values above/below each row
-    ranks = to_rank(np.concatenate([np.array([np.quantile(lower_vals, 0.9), np.median(inside)]), pair.ravel()]))
+    # the values above and below each row all lie in one segment of its column (reach + 2k rows from s0): ranking the
+    # segment once costs about half of ranking the two shifted copies
+    s0 = rr[0] - k
+    seg = smooth[np.minimum(s0[None, :] + np.arange(reach + 2 * k)[:, None], h - 1), cols[None, :]]
+    # one rank lookup for the lower lung's 90th percentile, the lung's median and the column segments
+    ranks = to_rank(np.concatenate([np.array([np.quantile(lower_vals, 0.9), np.median(inside)]), seg.ravel()]))
     lung_hi = float(ranks[0])
     contrast = 0.9 - float(ranks[1])
     if contrast <= 0:
         return mask
-    above, below = ranks[2:].reshape(pair.shape)
+    seg_rank = ranks[2:].reshape(seg.shape)
+    at = np.arange(cols.size)[None, :]
+    above, below = seg_rank[rr - k - s0[None, :], at], seg_rank[rr + k - s0[None, :], at]
     step = below - above
     # the path down to the edge must stay lung-dark: stop at the first pixel brighter than the lower lung
     dark_path = np.minimum.accumulate(above <= lung_hi + 0.1 * contrast, axis=0)
@@ -894,6 +899,195 @@ def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
     return mid.size > 0 and float(np.median(mid)) > lung_level
 
 
+class _Ranks:
+    """Ranks (share of search pixels at or below a value) from the sorted search image.
+
+    The zone correction, the diaphragm step and the mirror axis work in rank units, so they stay unchanged under any
+    monotone intensity transform, as the quantile levels do. ``sorted`` is the sorted search image itself (the
+    full-resolution refinement turns rank levels into one intensity threshold per row with it).
+    """
+
+    def __init__(self, sorted_work: np.ndarray) -> None:
+        self.sorted = sorted_work
+
+    def __call__(self, x: Any) -> np.ndarray:
+        flat = np.asarray(x).ravel()
+        # binary search of sorted queries walks the table in order (about 10x faster than scattered queries)
+        order = np.argsort(flat, kind="stable")
+        counts = np.empty(flat.size, np.int64)
+        counts[order] = np.searchsorted(self.sorted, flat[order], side="right")
+        return (counts / np.float32(self.sorted.size)).astype(np.float32).reshape(np.shape(x))
+
+
+@dataclass
+class _Grid:
+    """One image's search grid and what the steps share.
+
+    Args:
+        content: (h, w) padding-cropped full-resolution image (normalised when ``border_brightening``).
+        work: (h / f, w / f) block-averaged, rib-suppressed search image.
+        f: block size of the search grid, pixels.
+        rib_len: length of the vertical rib-suppressing opening at full resolution, pixels.
+        gain: full-resolution brightening field, or None.
+    """
+
+    content: np.ndarray
+    work: np.ndarray
+    f: int
+    rib_len: int
+    gain: np.ndarray | None
+    sorted_work: np.ndarray | None = None
+    ranks: _Ranks | None = None
+    work_rank: np.ndarray | None = None
+    ramp: np.ndarray | None = None  # the zone-corrected search image (``work_rank`` minus the trend)
+    sorted_ramp: np.ndarray | None = None
+
+    def image_of(self, lung: _Lung) -> tuple[np.ndarray, np.ndarray]:
+        """The search image a lung was found on and its sorted values (the zone-corrected one when it has a slope)."""
+        return (self.ramp, self.sorted_ramp) if lung.slope else (self.work, self.sorted_work)
+
+
+def _make_grid(content: np.ndarray, p: PBTSegParams) -> _Grid:
+    """Step 0: the block-averaged, rib-suppressed search image (optionally brightened outside the central box)."""
+    h, w = content.shape
+    f = max(1, int(round(min(h, w) / p.search_size)))
+    rib_len = int(round(p.rib_suppression * h))
+    work = _vertical_opening(_block_mean(content, f), int(round(p.rib_suppression * h / f)))
+    gain = None
+    if p.border_brightening:
+        lo_v, hi_v = float(content.min()), float(content.max())
+        content = (content - lo_v) / max(hi_v - lo_v, 1e-12)
+        work = (work - lo_v) / max(hi_v - lo_v, 1e-12) * _brightening_field(work.shape, p.brightening_gain)
+        if f > 1:
+            gain = _brightening_field(content.shape, p.brightening_gain)
+    return _Grid(content, work, f, rib_len, gain)
+
+
+def _rank_grid(grid: _Grid) -> None:
+    """One sort of the search image (kept as the order, which also ranks the image itself) serves the search's
+    levels, the rank lookups and the edge-level scan."""
+    work = grid.work
+    work_order = np.argsort(work, axis=None)
+    grid.sorted_work = work.ravel()[work_order]
+    grid.ranks = _Ranks(grid.sorted_work)
+    counts = np.empty(work.size, np.int64)
+    counts[work_order] = np.searchsorted(grid.sorted_work, grid.sorted_work, side="right")
+    grid.work_rank = (counts / np.float32(work.size)).astype(np.float32).reshape(work.shape)  # ranks(work)
+
+
+def _zone_correction(grid: _Grid, best: dict[int, _Lung], p: PBTSegParams) -> None:
+    """Step 2 (``PBTSegParams.zone_correction``): the search repeated on the rank image minus the lungs' vertical
+    brightness trend; a corrected lung replaces the first one only if it contains most of it and does not spread
+    sideways or upward. In place on ``best``; sets ``grid.ramp``."""
+    slope = _zone_trend(grid.work_rank, best, p.max_zone_slope)
+    if slope <= 0:
+        return
+    work = grid.work
+    grid.ramp = grid.work_rank - (slope * np.arange(work.shape[0], dtype=np.float32))[:, None]
+    margin_r, margin_c = 0.05 * work.shape[0], 0.05 * work.shape[1]
+    # the corrected lungs are at least as large as the first ones: start a little below their levels
+    start = min(b.quantile for b in best.values()) - 2 * p.quantile_step
+    grid.sorted_ramp = np.sort(grid.ramp, axis=None)
+    for side, lung in _search(grid.ramp, p, start, grid.sorted_ramp).items():
+        first = best.get(side)
+        if first is not None:
+            # the corrected lung may reach further down (the lower zones), not leak sideways or upward
+            (fr, fc), (sr_, sc_) = _box(first.mask), _box(lung.mask)
+            inside = (sc_.start >= fc.start - margin_c and sc_.stop <= fc.stop + margin_c
+                      and sr_.start >= fr.start - margin_r)
+            if not inside or np.count_nonzero(lung.mask & first.mask) < 0.5 * first.area:
+                continue
+        lung.slope = slope
+        best[side] = lung
+
+
+def _search_steps(grid: _Grid, best: dict[int, _Lung], p: PBTSegParams) -> dict[int, list[_Lung]]:
+    """Steps 1-4 on the search grid after the first search: zone correction, neck cut, edge-strength level and the
+    pieces of each lung. In place on ``best``; returns the pieces found for each side."""
+    if p.zone_correction:
+        _zone_correction(grid, best, p)
+    if p.neck_cut > 0:
+        radius = max(1, int(round(p.neck_cut * min(grid.work.shape))))
+        for side, lung in list(best.items()):
+            best[side] = _cut_necks(lung, radius, side, p)
+    if p.edge_level:
+        gy, gx = np.gradient(grid.work_rank)
+        grad = np.hypot(gy, gx)
+        for side, lung in list(best.items()):
+            lung.k_side = side
+            # a lung from the zone-corrected search lives on that search's image (same slope)
+            img, img_sorted = grid.image_of(lung)
+            best[side] = _edge_level(img, lung, grad, p, img_sorted)
+    extra: dict[int, list[_Lung]] = {}
+    if p.join_pieces > 0:
+        for side, lung in best.items():
+            extra[side] = _pieces(grid.image_of(lung)[0], lung, p)
+    return extra
+
+
+def _diaphragm_step(grid: _Grid, m: np.ndarray, p: PBTSegParams) -> None:
+    """Step 5 (``PBTSegParams.diaphragm_reach``), in place on a full-resolution lung mask: the rib-suppressed image
+    as the search saw it, on a window around the lung and the reach below it."""
+    h = m.shape[0]
+    f, rib_len = grid.f, grid.rib_len
+    reach, k = int(round(p.diaphragm_reach * h)), max(1, int(round(0.01 * h)))
+    sr, sc = _box(m)
+    pad = rib_len + f + k
+    wr = slice(max(sr.start - pad, 0), min(sr.stop + reach + pad, h))
+    wc = slice(max(sc.start - f, 0), min(sc.stop + f, m.shape[1]))
+    win = grid.content[wr, wc]
+    smooth = _vertical_opening(ndimage.uniform_filter(win, size=f | 1, mode="nearest") if f > 1 else win, rib_len)
+    m[wr, wc] = _to_diaphragm(smooth, m[wr, wc], reach, k, grid.ranks)
+
+
+def _hull_step(m: np.ndarray, side: int, fill_holes: bool) -> np.ndarray:
+    """Step 6 (``PBTSegParams.lateral_hull``): the lateral hull, then holes filled on the lung's box (one pixel of
+    margin: labelling the whole background costs more)."""
+    m = _lateral_hull(m, side)
+    if fill_holes:
+        br, bc = _box(m)
+        br = slice(max(br.start - 1, 0), br.stop + 1)
+        bc = slice(max(bc.start - 1, 0), bc.stop + 1)
+        m[br, bc] = _fill_holes(m[br, bc])
+    return m
+
+
+def _full_resolution_lung(grid: _Grid, parts: list[_Lung], side: int, p: PBTSegParams) -> np.ndarray:
+    """One lung at full resolution: each part re-thresholded around its search-grid mask, the parts bridged (step
+    4), spurs removed, then the diaphragm (step 5) and lateral hull (step 6) steps. Returns a bool mask of
+    ``grid.content``'s shape (may be empty)."""
+    h, w = grid.content.shape
+    if grid.f == 1:  # the search grid is the image (the zone correction's ranks are already in the level)
+        masks = [_fill_holes(x.mask) if p.fill_holes else x.mask for x in parts]
+    else:
+        masks = [_refine(grid.content, x, grid.f, grid.rib_len, grid.gain, p.fill_holes, grid.ranks) for x in parts]
+    m = _bridge(masks[0], masks[1:]) if len(masks) > 1 else masks[0]
+    if p.spur_removal > 0 and m.any():
+        m = _remove_spurs(m, max(1, int(round(p.spur_removal * min(h, w)))))
+    if p.diaphragm_reach > 0 and m.any():
+        _diaphragm_step(grid, m, p)
+    if p.lateral_hull and m.any():
+        m = _hull_step(m, side, p.fill_holes)
+    return m
+
+
+def _mirror_step(view: np.ndarray, grid: _Grid, info: dict, p: PBTSegParams) -> None:
+    """Step 7 (``PBTSegParams.mirror_completion``), in place on the label map and ``info``."""
+    if len(info["lungs"]) == 1 and _opaque_partner(view, grid.content):
+        # one lung found and the other side opaque (a white-out): the missing lung is the found one's mirror image
+        found_side = int(view.max())
+        _mirror_complete(view, p.mirror_completion, _symmetry_axis(grid.content, _box(view > 0)[0], grid.ranks))
+        if found_side == 2 and (view == 1).any():
+            # the patient's right lung made from the left one's mirror image carries the heart's notch, which the
+            # right lung does not have: its medial border is filled out to its convex hull (the mirror-image
+            # hull step, on the medial side)
+            view[_lateral_hull(view == 1, 2) & (view == 0)] = 1
+        info["lungs"] = [1, 2]
+        info["mirrored"] = True
+    elif len(info["lungs"]) == 2:
+        _mirror_complete(view, p.mirror_completion)
+
+
 def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tuple[np.ndarray, dict]:
     """Segment the two lungs of a frontal chest X-ray without training (progressive binary thresholding).
 
@@ -922,129 +1116,30 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         "shape": tuple(a.shape),
     }
     r0, r1, c0, c1 = _content_box(a) if p.crop_padding else (0, a.shape[0], 0, a.shape[1])
-    h, w = r1 - r0, c1 - c0
-    if min(h, w) < 32:
+    if min(r1 - r0, c1 - c0) < 32:
         info["reason"] = "image is uniform or smaller than 32 pixels after cropping constant borders"
         return labels, info
-    content = a[r0:r1, c0:c1]
-    f = max(1, int(round(min(h, w) / p.search_size)))
-    rib_len = int(round(p.rib_suppression * h))
-    work = _vertical_opening(_block_mean(content, f), int(round(p.rib_suppression * h / f)))
-    gain = None
-    if p.border_brightening:
-        lo_v, hi_v = float(content.min()), float(content.max())
-        content = (content - lo_v) / max(hi_v - lo_v, 1e-12)
-        work = (work - lo_v) / max(hi_v - lo_v, 1e-12) * _brightening_field(work.shape, p.brightening_gain)
-        if f > 1:
-            gain = _brightening_field(content.shape, p.brightening_gain)
-    if float(work.max()) == float(work.min()):
+    grid = _make_grid(a[r0:r1, c0:c1], p)
+    if float(grid.work.max()) == float(grid.work.min()):
         info["reason"] = "image has no contrast"
         return labels, info
-    # one sort (kept as the order, which also ranks ``work`` itself): the search's levels, the ranks, the edge levels
-    work_order = np.argsort(work, axis=None)
-    sorted_work = work.ravel()[work_order]
-    best = _search(work, p, sorted_work=sorted_work)
+    _rank_grid(grid)
+    best = _search(grid.work, p, sorted_work=grid.sorted_work)  # step 1: the progressive thresholding
     if not best:
         info["reason"] = "no component passed the lung-shape tests at any threshold"
         return labels, info
-
-    # ranks (share of search pixels at or below a value): the zone correction and the diaphragm step work in rank
-    # units, so they stay unchanged under any monotone intensity transform, as the quantile levels do
-    def to_rank(x: np.ndarray) -> np.ndarray:
-        flat = np.asarray(x).ravel()
-        # binary search of sorted queries walks the table in order (about 10x faster than scattered queries)
-        order = np.argsort(flat, kind="stable")
-        counts = np.empty(flat.size, np.int64)
-        counts[order] = np.searchsorted(sorted_work, flat[order], side="right")
-        return (counts / np.float32(sorted_work.size)).astype(np.float32).reshape(np.shape(x))
-
-    to_rank.sorted = sorted_work  # type: ignore[attr-defined]
-    counts = np.empty(work.size, np.int64)
-    counts[work_order] = np.searchsorted(sorted_work, sorted_work, side="right")
-    work_rank = (counts / np.float32(sorted_work.size)).astype(np.float32).reshape(work.shape)  # to_rank(work)
-
-    if p.zone_correction:
-        slope = _zone_trend(work_rank, best, p.max_zone_slope)
-        if slope > 0:
-            grid_ramp = work_rank - (slope * np.arange(work.shape[0], dtype=np.float32))[:, None]
-            margin_r, margin_c = 0.05 * work.shape[0], 0.05 * work.shape[1]
-            # the corrected lungs are at least as large as the first ones: start a little below their levels
-            start = min(b.quantile for b in best.values()) - 2 * p.quantile_step
-            sorted_ramp = np.sort(grid_ramp, axis=None)
-            for side, lung in _search(grid_ramp, p, start, sorted_ramp).items():
-                first = best.get(side)
-                if first is not None:
-                    # the corrected lung may reach further down (the lower zones), not leak sideways or upward
-                    (fr, fc), (sr_, sc_) = _box(first.mask), _box(lung.mask)
-                    inside = (sc_.start >= fc.start - margin_c and sc_.stop <= fc.stop + margin_c
-                              and sr_.start >= fr.start - margin_r)
-                    if not inside or np.count_nonzero(lung.mask & first.mask) < 0.5 * first.area:
-                        continue
-                lung.slope = slope
-                best[side] = lung
-    if p.neck_cut > 0:
-        radius = max(1, int(round(p.neck_cut * min(work.shape))))
-        for side, lung in list(best.items()):
-            best[side] = _cut_necks(lung, radius, side, p)
-    if p.edge_level:
-        gy, gx = np.gradient(work_rank)
-        grad = np.hypot(gy, gx)
-        for side, lung in list(best.items()):
-            lung.k_side = side
-            # a lung from the zone-corrected search lives on that search's image (``grid_ramp``, same slope)
-            img, img_sorted = (work, sorted_work) if not lung.slope else (grid_ramp, sorted_ramp)
-            best[side] = _edge_level(img, lung, grad, p, img_sorted)
-    extra: dict[int, list[_Lung]] = {}
-    if p.join_pieces > 0:
-        for side, lung in best.items():
-            extra[side] = _pieces(grid_ramp if lung.slope else work, lung, p)
+    extra = _search_steps(grid, best, p)
     view = labels[r0:r1, c0:c1]
     for side in sorted(best):
-        parts = [best[side]] + extra.get(side, [])
-        if f == 1:  # the search grid is the image (the zone correction's ranks are already in the level)
-            masks = [_fill_holes(x.mask) if p.fill_holes else x.mask for x in parts]
-        else:
-            masks = [_refine(content, x, f, rib_len, gain, p.fill_holes, to_rank) for x in parts]
-        m = _bridge(masks[0], masks[1:]) if len(masks) > 1 else masks[0]
-        if p.spur_removal > 0 and m.any():
-            m = _remove_spurs(m, max(1, int(round(p.spur_removal * min(h, w)))))
-        if p.diaphragm_reach > 0 and m.any():
-            reach, k = int(round(p.diaphragm_reach * h)), max(1, int(round(0.01 * h)))
-            # the rib-suppressed image as the search saw it, on a window around the lung and the reach below it
-            sr, sc = _box(m)
-            pad = rib_len + f + k
-            wr = slice(max(sr.start - pad, 0), min(sr.stop + reach + pad, h))
-            wc = slice(max(sc.start - f, 0), min(sc.stop + f, w))
-            win = content[wr, wc]
-            smooth = _vertical_opening(ndimage.uniform_filter(win, size=f | 1, mode="nearest") if f > 1 else win,
-                                       rib_len)
-            m[wr, wc] = _to_diaphragm(smooth, m[wr, wc], reach, k, to_rank)
-        if p.lateral_hull and m.any():
-            m = _lateral_hull(m, side)
-            if p.fill_holes:  # on the lung's box (one pixel of margin): labelling the whole background costs more
-                br, bc = _box(m)
-                br = slice(max(br.start - 1, 0), br.stop + 1)
-                bc = slice(max(bc.start - 1, 0), bc.stop + 1)
-                m[br, bc] = _fill_holes(m[br, bc])
+        m = _full_resolution_lung(grid, [best[side]] + extra.get(side, []), side, p)
         if not m.any():
             continue
         view[m & (view == 0)] = side
         info["lungs"].append(side)
         info["quantiles"][side] = round(best[side].quantile, 4)
-    if p.mirror_completion and len(info["lungs"]) == 1 and _opaque_partner(view, content):
-        # one lung found and the other side opaque (a white-out): the missing lung is the found one's mirror image
-        found_side = int(view.max())
-        _mirror_complete(view, p.mirror_completion, _symmetry_axis(content, _box(view > 0)[0], to_rank))
-        if found_side == 2 and (view == 1).any():
-            # the patient's right lung made from the left one's mirror image carries the heart's notch, which the
-            # right lung does not have: its medial border is filled out to its convex hull (the mirror-image
-            # hull step, on the medial side)
-            view[_lateral_hull(view == 1, 2) & (view == 0)] = 1
-        info["lungs"] = [1, 2]
-        info["mirrored"] = True
-    if p.mirror_completion and len(info["lungs"]) == 2 and not info.get("mirrored"):
-        _mirror_complete(view, p.mirror_completion)
-    if p.require_pair and not _is_chest(view, content):
+    if p.mirror_completion:
+        _mirror_step(view, grid, info, p)
+    if p.require_pair and not _is_chest(view, grid.content):  # step 8
         view[:] = 0
         info["lungs"], info["quantiles"] = [], {}
         info["reason"] = "no pair of lungs about a brighter mediastinum (not a frontal chest X-ray?)"
