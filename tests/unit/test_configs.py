@@ -83,3 +83,21 @@ def test_inference_postprocessing_equals_the_evaluation_chain(tmp_path: Path):
     assert ours["score"] == pytest.approx(theirs["score"])
     torch.testing.assert_close(ours["error"], theirs["error"])
     assert torch.equal(ours["pred"], theirs["pred"]) and ours["pred"].any()
+
+
+def test_defaults_are_the_published_recipe():
+    """configs/train.json alone is the published recipe (ALGORITHM.md section 3), with a MONAI UNet of its capacity."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    get = parser.get_parsed_content
+    net = get("network_def")
+    n_params = sum(p.numel() for p in net.parameters())
+    assert abs(n_params - 6.52e6) / 6.52e6 < 0.01  # published UNet: 6.52 M; MONAI UNet 32-512, 2 res units: 6.49 M
+    assert list(parser["network_def"]["channels"]) == [32, 64, 128, 256, 512] and get("network_def#num_res_units") == 2
+    assert get("num_iterations") == 100000 and get("epoch_length") == 1000
+    assert get("train#trainer#max_epochs") * get("epoch_length") == 100000
+    assert (get("learning_rate"), get("weight_decay"), get("lr_policy"), get("use_ema")) == (1e-4, 0.0, "constant", False)
+    assert (get("batch_size"), list(get("num_variants")), get("include_healthy"), get("image_size")) == (4, [1, 3], True, 256)
+    assert get("ckpt_interval") == 5000 and get("val_interval") * get("epoch_length") == 5000

@@ -17,11 +17,15 @@ from bundle.training.handlers import (
     ResumeFromCheckpoint,
     SaveBestModel,
     SaveFinalModel,
+    TensorBoardImageGrid,
     TrainingCheckpointSaver,
     WeightEMA,
     latest_checkpoint,
     loss_terms,
 )
+from bundle.training.losses import ARTASynLoss
+from tests.unit.training.test_engine import _group_batch, _tiny_unet, _trainer
+from tests.unit.training.test_validation import _selection_batches
 
 
 def _net(seed: int) -> torch.nn.Module:
@@ -208,3 +212,68 @@ def test_loss_terms_for_the_stats_handlers():
     terms = loss_terms(output)
     assert terms == {"loss": 1.5, "loss/mse": 0.5, "loss/dice": 0.25}
     assert all(type(v) is float for v in terms.values())
+
+
+def test_iteration_with_ema_and_image_grid(tmp_path):
+    torch.manual_seed(0)
+    net = _tiny_unet()
+    ema = WeightEMA(net, decay=0.5, enabled=True)
+    writer = torch.utils.tensorboard.SummaryWriter(str(tmp_path))
+    grid = TensorBoardImageGrid(summary_writer=writer, interval=2)
+    trainer = _trainer(net, ARTASynLoss(weights={"feature": 0}), [_group_batch(seed=s) for s in range(2)])
+    from bundle.training.handlers import EMAUpdate
+
+    EMAUpdate(ema).attach(trainer)
+    grid.attach(trainer)
+    trainer.run()
+    writer.close()
+    # EMA differs from the trained weights after two updates with decay 0.5, and is a plain UNet state dict
+    ema_sd, net_sd = ema.network.state_dict(), net.state_dict()
+    assert ema_sd.keys() == net_sd.keys()
+    assert any(not torch.allclose(ema_sd[k], net_sd[k]) for k in net_sd if ema_sd[k].is_floating_point())
+    g = TensorBoardImageGrid.grid(trainer.state.output, max_rows=3)
+    assert g.shape == (1, 3 * 16, 5 * 16) and 0 <= g.min() and g.max() <= 1
+    assert list(tmp_path.glob("events.out.tfevents*"))
+
+
+def test_ema_disabled_is_the_network_itself():
+    net = _tiny_unet()
+    ema = WeightEMA(torch.nn.DataParallel(net), enabled=False)
+    assert ema.network is net and ema.state_dict() == {}
+    with pytest.raises(ValueError, match="decay"):
+        WeightEMA(net, decay=1.0)
+
+
+def test_latest_checkpoint(tmp_path):
+    assert latest_checkpoint(tmp_path / "missing") is None
+    for name in ["checkpoint_iteration=5.pt", "checkpoint_iteration=40.pt", "checkpoint_final_iteration=12.pt", "x.pt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert latest_checkpoint(tmp_path).endswith("checkpoint_iteration=40.pt")
+
+
+def test_select_operating_point_handler_writes_the_choice(tmp_path):
+    from bundle.training.handlers import SelectOperatingPoint
+
+    net = _tiny_unet()
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    batches = _selection_batches()
+    for b in batches:  # the tiny UNet takes 16 x 16 images (stride 2 x 2)
+        b["image"] = b["image"].clamp(0, 1)
+    out = tmp_path / "threshold.json"
+    handler = SelectOperatingPoint(_tiny_unet(), batches, tmp_path / "model.pt", out, mode="validation")
+    point = handler()
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(point)) and saved["weights"] == "model.pt"
+    assert f"{saved['score_rule']}, smoothing={saved['score_smoothing']:g}" in saved["score_auroc"]
+    assert {"mask_relative", "mask_smoothing", "restrict_to_lungs"} <= set(saved)
+    assert "Infinity" not in out.read_text()  # strict JSON
+    from ignite.engine import Engine, Events
+
+    engine = Engine(lambda e, b: None)
+    handler.attach(engine)
+    published = SelectOperatingPoint(net, batches, out, out, mode="published")
+    published.attach(engine)
+    assert engine.has_event_handler(handler, Events.COMPLETED)
+    assert not engine.has_event_handler(published, Events.COMPLETED)  # published rules: nothing is selected
+    with pytest.raises(ValueError, match="rule_selection"):
+        SelectOperatingPoint(net, batches, out, out, mode="sometimes")
