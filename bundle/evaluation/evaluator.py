@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from bundle.data.datalist import build_datalist
 from bundle.data.failures import FailureLog, meta_of
-from bundle.evaluation.metrics import DiceAccumulator, PixelAUROC, best_f1, image_ap, image_auroc, nan_to_none
+from bundle.evaluation.metrics import DiceAccumulator, ImageScores, PixelAUROC, nan_to_none
 from bundle.evaluation.operating_point import calibrated_operating_point, save_operating_point
 from bundle.evaluation.report import csv_text, markdown_report, plot_roc_pr, save_montage
 from bundle.io import as_2d, write_text_atomic
@@ -149,6 +149,7 @@ class AnomalyEvaluationReport:
 
     def started(self, engine: Any = None) -> None:
         self.rows: list[dict] = []
+        self.images = ImageScores()
         self.dice = DiceAccumulator()
         self.pixel = PixelAUROC(num_bins=self.num_bins)
         self.best, self.worst = _Keeper(self.montage_cases), _Keeper(self.montage_cases)
@@ -185,6 +186,7 @@ class AnomalyEvaluationReport:
             row["dice"] = self.dice.update(pred, gt)
         if (has_mask and label == 1) or label == 0:  # pixels with known labels (healthy: all normal)
             self.pixel.update(error, gt if has_mask else np.zeros_like(pred))
+        self.images.update(score, label)
         self.rows.append(row)
 
         def case(caption: str) -> Any:
@@ -215,10 +217,9 @@ class AnomalyEvaluationReport:
         return float(dice[k]), float(lower_edge * np.sqrt(self.pixel.max_value))
 
     def compute(self) -> dict[str, Any]:
-        scores = [r["score"] for r in self.rows]
-        labels = [r["label"] for r in self.rows]
+        labels = self.images.labels
         n_healthy, n_diseased = labels.count(0), labels.count(1)
-        both = n_healthy > 0 and n_diseased > 0
+        both = self.images.both_classes
         failures = self.failures.read()
         processed = {r["file"] for r in self.rows}
         missing_masks = sorted(
@@ -229,14 +230,14 @@ class AnomalyEvaluationReport:
         metrics = {
             "mode": mode,
             "split": self.split,
-            "image_auroc": nan_to_none(image_auroc(scores, labels)) if both else None,
-            "image_ap": nan_to_none(image_ap(scores, labels)) if both else None,
+            "image_auroc": self.images.auroc(),
+            "image_ap": self.images.ap(),
             "pixel_dice": nan_to_none(self.dice.mean),
             "pixel_dice_pooled": nan_to_none(self.dice.pooled),
             "pixel_auroc": nan_to_none(self.pixel.compute()),
             "pixel_best_dice": best_dice,
             "pixel_best_threshold": best_threshold,
-            "best_f1": best_f1(scores, labels) if both else None,
+            "best_f1": self.images.best_f1(),
             "num_images": len(self.rows),
             "num_healthy": n_healthy,
             "num_diseased": n_diseased,

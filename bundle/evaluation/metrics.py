@@ -32,6 +32,7 @@ __all__ = [
     "image_ap",
     "best_f1",
     "dice",
+    "ImageScores",
     "DiceAccumulator",
     "PixelAUROC",
     "pixel_auroc",
@@ -211,6 +212,36 @@ def dice(pred: Any, gt: Any, empty_value: float = 1.0) -> float:
     """
     inter, p, g = DiceAccumulator.counts(pred, gt)
     return float(empty_value) if p + g == 0 else 2.0 * inter / (p + g)
+
+
+class ImageScores:
+    """Streams image-level anomaly scores and labels (0 healthy, 1 diseased) and gives the image metrics.
+
+    One accumulator for the validation monitor, the operating-point selection and the evaluation, so the three
+    compute AUROC, AP and best F1 the same way. Each metric is None while only one class has been seen.
+    """
+
+    def __init__(self) -> None:
+        self.scores: list[float] = []
+        self.labels: list[int] = []
+
+    def update(self, score: float, label: int) -> None:
+        """Add one image's score and label."""
+        self.scores.append(float(score))
+        self.labels.append(int(label))
+
+    @property
+    def both_classes(self) -> bool:
+        return 0 in self.labels and 1 in self.labels
+
+    def auroc(self) -> float | None:
+        return nan_to_none(image_auroc(self.scores, self.labels)) if self.both_classes else None
+
+    def ap(self) -> float | None:
+        return nan_to_none(image_ap(self.scores, self.labels)) if self.both_classes else None
+
+    def best_f1(self) -> dict[str, float | None] | None:
+        return best_f1(self.scores, self.labels) if self.both_classes else None
 
 
 class DiceAccumulator:

@@ -27,7 +27,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
-from bundle.evaluation.metrics import dice, image_ap, image_auroc
+from bundle.evaluation.metrics import DiceAccumulator, ImageScores
 from bundle.evaluation.operating_point import DEFAULT_LUNG_DILATION
 from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
 from bundle.io import read_labels
@@ -169,9 +169,8 @@ class _ReconstructionMetric(Metric):
         super().__init__(output_transform=output_transform, device=device)
 
     def reset(self) -> None:
-        self.scores: list[float] = []
-        self.labels: list[int] = []
-        self.dices: list[float] = []
+        self.images = ImageScores()
+        self.dice = DiceAccumulator()
 
     def update(self, output: Sequence[Any]) -> None:
         image, pred, targets = output
@@ -182,29 +181,30 @@ class _ReconstructionMetric(Metric):
             if label < 0:
                 continue
             if self.uses_scores:
-                self.scores.append(image_score(error_map(image[i], recon[i]), rule=self.score_rule))
-                self.labels.append(label)
+                self.images.update(image_score(error_map(image[i], recon[i]), rule=self.score_rule), label)
             if self.uses_dice and int(targets["has_mask"][i]):
-                self.dices.append(dice(anomaly_mask(image[i], recon[i]), targets["mask"][i].cpu()))
+                self.dice.update(anomaly_mask(image[i], recon[i]), targets["mask"][i].cpu())
 
     def compute(self) -> float:
         raise NotImplementedError
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 class ImageAUROC(_ReconstructionMetric):
     """Image-level AUROC of the anomaly score (NaN when only one class is present)."""
 
     def compute(self) -> float:
-        value = image_auroc(self.scores, self.labels) if self.scores else None
-        return float("nan") if value is None else float(value)
+        return _nan_if_none(self.images.auroc())
 
 
 class ImageAP(_ReconstructionMetric):
     """Image-level average precision of the anomaly score (NaN when only one class is present)."""
 
     def compute(self) -> float:
-        value = image_ap(self.scores, self.labels) if self.scores else None
-        return float("nan") if value is None else float(value)
+        return _nan_if_none(self.images.ap())
 
 
 class PixelDice(_ReconstructionMetric):
@@ -213,7 +213,7 @@ class PixelDice(_ReconstructionMetric):
     uses_scores, uses_dice = False, True
 
     def compute(self) -> float:
-        return float(np.mean(self.dices)) if self.dices else float("nan")
+        return _nan_if_none(self.dice.mean)
 
 
 # Candidates of the post-training selection (:func:`select_operating_point`). The published rule comes first, so it
@@ -283,9 +283,8 @@ def select_operating_point(
     mask_smoothings = smoothings if mask_smoothings is None else mask_smoothings
     score_cands = [(rule, float(g)) for g in smoothings for rule in score_rules]
     combos = [(float(r), bool(k), float(g)) for g in mask_smoothings for k in restrict_options for r in mask_relatives]
-    scores: dict[tuple[str, float], list[float]] = {c: [] for c in score_cands}
-    dices: dict[tuple[float, bool, float], list[float]] = {c: [] for c in combos}
-    labels: list[int] = []
+    scores = {c: ImageScores() for c in score_cands}
+    dices = {c: DiceAccumulator() for c in combos}
     was_training = network.training
     network.eval()
     try:
@@ -301,30 +300,30 @@ def select_operating_point(
                         continue
                     err = error_map(image[i], recon[i])
                     lung_i = None if lung is None else torch.as_tensor(lung[i])
-                    labels.append(label)
                     for rule, g in score_cands:
-                        scores[(rule, g)].append(image_score(err, lung=lung_i, rule=rule, smoothing=g))
+                        scores[(rule, g)].update(image_score(err, lung=lung_i, rule=rule, smoothing=g), label)
                     if label == 1 and int(batch["has_mask"][i]):
                         gt = torch.as_tensor(batch["mask"][i])
                         for relative, restrict, g in combos:
                             pred = anomaly_mask(image[i], recon[i], lung=lung_i if restrict else None,
                                                 lung_dilation=dilation, relative=relative, smoothing=g)
-                            dices[(relative, restrict, g)].append(dice(pred, gt))
+                            dices[(relative, restrict, g)].update(pred, gt)
     finally:
         network.train(was_training)
+    labels = scores[score_cands[0]].labels
     if 0 not in labels or 1 not in labels:
         raise ValueError("selecting the operating point needs healthy and diseased validation items.")
-    auroc = {c: float(image_auroc(v, labels)) for c, v in scores.items()}
-    separation = {c: _log_separation(v, labels) for c, v in scores.items()}
+    auroc = {c: float(v.auroc()) for c, v in scores.items()}
+    separation = {c: _log_separation(v.scores, v.labels) for c, v in scores.items()}
     rule, smoothing = max(score_cands, key=lambda c: (auroc[c], separation[c], -score_cands.index(c)))
-    mean_dice = {c: float(np.mean(v)) for c, v in dices.items() if v}
+    mean_dice = {c: v.mean for c, v in dices.items() if v.values}
     point: dict[str, Any] = {
         "score_rule": rule,
         "score_smoothing": smoothing,
         "selected_on": "validation monitor (synthetic anomalies on held-in healthy training images unless val/ exists)",
         "num_healthy": labels.count(0),
         "num_diseased": labels.count(1),
-        "num_with_masks": len(next(iter(dices.values()))) if dices else 0,
+        "num_with_masks": len(next(iter(dices.values())).values) if dices else 0,
         "score_auroc": {f"{r}, smoothing={g:g}": v for (r, g), v in auroc.items()},
         # JSON has no infinity: a perfect separation without spread is written as null
         "score_separation": {f"{r}, smoothing={g:g}": (v if np.isfinite(v) else None) for (r, g), v in separation.items()},

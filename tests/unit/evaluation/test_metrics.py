@@ -154,3 +154,18 @@ def test_pixel_auroc_streaming_matches_exact():
 
 def test_nan_to_none():
     assert nan_to_none(float("nan")) is None and nan_to_none(None) is None and nan_to_none(0.5) == 0.5
+
+
+def test_image_scores_accumulator_matches_the_functions_and_needs_both_classes():
+    from bundle.evaluation.metrics import ImageScores, best_f1, image_ap, image_auroc
+
+    acc = ImageScores()
+    for score, label in [(0.1, 0), (0.4, 0)]:
+        acc.update(score, label)
+    assert not acc.both_classes and acc.auroc() is None and acc.ap() is None and acc.best_f1() is None
+    for score, label in [(0.35, 1), (0.9, 1)]:
+        acc.update(score, label)
+    scores, labels = [0.1, 0.4, 0.35, 0.9], [0, 0, 1, 1]
+    assert acc.auroc() == pytest.approx(image_auroc(scores, labels)) == pytest.approx(0.75)
+    assert acc.ap() == pytest.approx(image_ap(scores, labels))
+    assert acc.best_f1() == best_f1(scores, labels)
