@@ -106,7 +106,10 @@ def bench_folder(sizes: list[int]) -> None:
     from bundle.data.phantoms import make_phantom
 
     threads = os.environ["OMP_NUM_THREADS"]
-    print(f"3. complete inference runs (python -m monai.bundle run, CPU, {threads} thread(s), batch 4, all outputs written)")
+    print(
+        f"3. complete inference runs (python -m monai.bundle run, CPU, {threads} thread(s), batch 4, "
+        "all outputs written)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.save(_network().state_dict(), tmp / "model.pt")
@@ -121,9 +124,22 @@ def bench_folder(sizes: list[int]) -> None:
             folder, out = tmp / f"in{n}", tmp / f"out{n}"
             _write_folder(folder, n, pool)
             cmd = [
-                sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIG), "--meta_file", str(META),
-                "--dataset_dir", str(folder), "--output_dir", str(out), "--ckpt_path", str(tmp / "model.pt"),
-                "--threshold_path", str(tmp / "none.json"),
+                sys.executable,
+                "-m",
+                "monai.bundle",
+                "run",
+                "--config_file",
+                str(CONFIG),
+                "--meta_file",
+                str(META),
+                "--dataset_dir",
+                str(folder),
+                "--output_dir",
+                str(out),
+                "--ckpt_path",
+                str(tmp / "model.pt"),
+                "--threshold_path",
+                str(tmp / "none.json"),
             ]
             rss, seconds, rc = _peak_rss_run(cmd)
             written = len(list(out.rglob("*_mask.png")))

@@ -51,15 +51,22 @@ def main() -> None:
             write_png(path, ph.image, bits=16)
             write_png(lung_cache_path(path, root, root / "lungs"), ph.lung)
             data.append({"image": str(path)})
-        pipeline = Compose([
-            LoadCXRd(keys="image"),
-            PBTSegd(keys="image", lung_key="lung", cache_dir=root / "lungs", dataset_dir=root),
-            EnsureTyped(keys=["image", "lung"], track_meta=False),
-            RandTextureAnomalyd(keys="image", lung_key="lung", prob=1.0),
-        ])
+        pipeline = Compose(
+            [
+                LoadCXRd(keys="image"),
+                PBTSegd(keys="image", lung_key="lung", cache_dir=root / "lungs", dataset_dir=root),
+                EnsureTyped(keys=["image", "lung"], track_meta=False),
+                RandTextureAnomalyd(keys="image", lung_key="lung", prob=1.0),
+            ]
+        )
         pipeline.set_random_state(0)
-        loader = DataLoader(Dataset(data, pipeline), batch_size=args.batch_size, shuffle=True, num_workers=0,
-                            collate_fn=list_data_collate)
+        loader = DataLoader(
+            Dataset(data, pipeline),
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=0,
+            collate_fn=list_data_collate,
+        )
         next(iter(loader))  # warm-up: builds the stamp bank once per process
         n, c0, w0 = 0, time.process_time(), time.perf_counter()
         for _ in range(args.epochs):
@@ -67,8 +74,10 @@ def main() -> None:
                 n += batch["image"].shape[0]
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
         assert batch["anomaly_mask"].shape == batch["image"].shape == batch["target"].shape
-    print(f"{n} images of {args.size}x{args.size} (load PNG, cached lung map, anomaly, collate) on one core; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"{n} images of {args.size}x{args.size} (load PNG, cached lung map, anomaly, collate) on one core; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{n / cpu:.1f} images/s (CPU time), {n / wall:.1f} images/s (wall); target >= 60 images/s per core")
 
 

@@ -9,7 +9,8 @@ same phantoms (``bundle.data.phantoms``, healthy and diseased), the storage cycl
 Speed target: <= 6 ms per 256 px image on one core (our PBTSeg). Figures measured on a loaded machine are
 pessimistic; the ratio of the two, measured in one run, is the robust figure.
 
-``--baseline FILE`` also times another version of ``bundle/lungs/pbtseg.py`` (``bundle/lungs.py`` before the package layout) against ours, interleaved on the same images
+``--baseline FILE`` also times another version of ``bundle/lungs/pbtseg.py`` (``bundle/lungs.py`` before the package
+layout) against ours, interleaved on the same images
 (fastest of ``--repeats`` runs per image), and counts the images whose maps differ: how a speed-up is checked.
 
 ``--params JSON`` runs our PBTSeg with changed ``PBTSegParams`` fields (e.g. ``'{"edge_step": 0.02}'``), so a
@@ -48,13 +49,34 @@ from bundle.data.phantoms import make_phantom  # noqa: E402
 from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
 
 #: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
-CORE = dict(zone_correction=False, edge_level=False, neck_cut=0.0, join_pieces=0.0, diaphragm_reach=0.0,
-            lateral_hull=False, mirror_completion=0.0, require_pair=False)
+CORE = dict(
+    zone_correction=False,
+    edge_level=False,
+    neck_cut=0.0,
+    join_pieces=0.0,
+    diaphragm_reach=0.0,
+    lateral_hull=False,
+    mirror_completion=0.0,
+    require_pair=False,
+)
 
 
 #: the step functions of ``bundle/lungs/pbtseg.py`` in the order ``pbtseg()`` calls them (``--steps`` times each)
-STEPS = ("_make_grid", "_rank_grid", "_search", "_zone_correction", "_cut_necks", "_edge_level", "_pieces", "_refine",
-         "_remove_spurs", "_diaphragm_step", "_hull_step", "_mirror_step", "_is_chest")
+STEPS = (
+    "_make_grid",
+    "_rank_grid",
+    "_search",
+    "_zone_correction",
+    "_cut_necks",
+    "_edge_level",
+    "_pieces",
+    "_refine",
+    "_remove_spurs",
+    "_diaphragm_step",
+    "_hull_step",
+    "_mirror_step",
+    "_is_chest",
+)
 
 
 def time_steps(seeds: int, params: dict) -> None:
@@ -64,8 +86,11 @@ def time_steps(seeds: int, params: dict) -> None:
     ``_search`` counts both searches, one of which also counts in ``_zone_correction``."""
     import bundle.lungs.pbtseg as module
 
-    images = [variant(make_phantom(256, seed=s, diseased=d).image, VARIANTS[s % len(VARIANTS)])
-              for s in range(seeds) for d in (False, True)]
+    images = [
+        variant(make_phantom(256, seed=s, diseased=d).image, VARIANTS[s % len(VARIANTS)])
+        for s in range(seeds)
+        for d in (False, True)
+    ]
     spent = dict.fromkeys(STEPS, 0.0)
     originals = {name: getattr(module, name) for name in STEPS}
 
@@ -76,6 +101,7 @@ def time_steps(seeds: int, params: dict) -> None:
                 return fn(*a, **k)
             finally:
                 spent[name] += time.thread_time() - c0
+
         return timed_fn
 
     try:
@@ -126,7 +152,7 @@ def zone_dice(labels: np.ndarray, truth: np.ndarray) -> list[list[float]]:
         t, p = truth == k, labels == k
         rows = np.flatnonzero(t.any(axis=1))
         cut = np.linspace(rows[0], rows[-1] + 1, 4).round().astype(int)
-        out.append([dice(p, t)] + [dice(p[cut[i]:cut[i + 1]], t[cut[i]:cut[i + 1]]) for i in range(3)])
+        out.append([dice(p, t)] + [dice(p[cut[i] : cut[i + 1]], t[cut[i] : cut[i + 1]]) for i in range(3)])
     return out
 
 
@@ -157,8 +183,11 @@ def compare_baseline(path: Path, seeds: int, repeats: int, params: dict) -> None
     ``repeats`` interleaved runs (interleaving and the minimum cancel most of the load of a shared machine), and
     the number of images whose label maps differ."""
     base = load_baseline(path)
-    images = [variant(make_phantom(256, seed=s, diseased=d).image, VARIANTS[s % len(VARIANTS)])
-              for s in range(seeds) for d in (False, True)]
+    images = [
+        variant(make_phantom(256, seed=s, diseased=d).image, VARIANTS[s % len(VARIANTS)])
+        for s in range(seeds)
+        for d in (False, True)
+    ]
     t_ours, t_base = np.full(len(images), np.inf), np.full(len(images), np.inf)
     differ = 0
     for r in range(max(repeats, 1)):
@@ -171,8 +200,10 @@ def compare_baseline(path: Path, seeds: int, repeats: int, params: dict) -> None
             t_ours[i], t_base[i] = min(t_ours[i], c1 - c0), min(t_base[i], c2 - c1)
             differ += r == 0 and not np.array_equal(ours, theirs)
     print(f"Baseline {path}: {len(images)} images at 256 px, fastest of {repeats} interleaved runs per image")
-    print(f"  mean CPU ms per image: ours {1000 * t_ours.mean():.2f}, baseline {1000 * t_base.mean():.2f}, "
-          f"ratio ours / baseline {t_ours.sum() / t_base.sum():.3f}; label maps differ in {differ} images\n")
+    print(
+        f"  mean CPU ms per image: ours {1000 * t_ours.mean():.2f}, baseline {1000 * t_base.mean():.2f}, "
+        f"ratio ours / baseline {t_ours.sum() / t_base.sum():.3f}; label maps differ in {differ} images\n"
+    )
 
 
 def main() -> None:
@@ -182,23 +213,37 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=40, help="phantom seeds per size and health state")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the 256 px images")
     parser.add_argument("--timed-images", type=int, default=8)
-    parser.add_argument("--picture", type=Path, default=None,
-                        help="save the hardest 256 px cases (lowest Dice of ours) with true (green), our (red) and "
-                             "published (blue) lung outlines to this PNG")
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="another version of bundle/lungs/pbtseg.py (e.g. `git show <commit>:bundle/lungs/pbtseg.py > "
-                             "/tmp/lungs_before.py`): timed against ours on the same 256 px images, interleaved, "
-                             "and its maps compared pixel for pixel")
-    parser.add_argument("--params", type=json.loads, default={},
-                        help='PBTSegParams fields for our PBTSeg as a JSON object (e.g. \'{"edge_step": 0.02}\'): how '
-                             "a parameter change is measured against the published code and the --baseline version")
-    parser.add_argument("--steps", action="store_true",
-                        help="also print the CPU time of each step function of our PBTSeg at 256 px")
+    parser.add_argument(
+        "--picture",
+        type=Path,
+        default=None,
+        help="save the hardest 256 px cases (lowest Dice of ours) with true (green), our (red) and "
+        "published (blue) lung outlines to this PNG",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another version of bundle/lungs/pbtseg.py (e.g. `git show <commit>:bundle/lungs/pbtseg.py > "
+        "/tmp/lungs_before.py`): timed against ours on the same 256 px images, interleaved, "
+        "and its maps compared pixel for pixel",
+    )
+    parser.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help="PBTSegParams fields for our PBTSeg as a JSON object (e.g. '{\"edge_step\": 0.02}'): how "
+        "a parameter change is measured against the published code and the --baseline version",
+    )
+    parser.add_argument(
+        "--steps", action="store_true", help="also print the CPU time of each step function of our PBTSeg at 256 px"
+    )
     args = parser.parse_args()
     fields = set(PBTSegParams.__dataclass_fields__)
     if not isinstance(args.params, dict) or set(args.params) - fields:
-        raise SystemExit(f"--params {args.params}: expected a JSON object of PBTSegParams fields "
-                         f"({', '.join(sorted(fields))})")
+        raise SystemExit(
+            f"--params {args.params}: expected a JSON object of PBTSegParams fields ({', '.join(sorted(fields))})"
+        )
     seg = load_published(args.reference.resolve())
     if args.baseline:
         compare_baseline(args.baseline, args.seeds, args.repeats, args.params)
@@ -225,14 +270,19 @@ def main() -> None:
                 if args.picture and size == min(args.sizes):
                     score = min(d[0] for d in zone_dice(ours_lab, ph.lung))
                     cases.append((score, f"{state} seed {seed}", ph.image, ph.lung, ours_lab, pub_lab))
-        speed[size] = (timed(lambda x: pbtseg(x, **args.params), timed_imgs, args.repeats),
-                       timed(lambda x: published_map(seg, x), timed_imgs, args.repeats),
-                       timed(lambda x: pbtseg(x, **CORE), timed_imgs, args.repeats))
+        speed[size] = (
+            timed(lambda x: pbtseg(x, **args.params), timed_imgs, args.repeats),
+            timed(lambda x: published_map(seg, x), timed_imgs, args.repeats),
+            timed(lambda x: pbtseg(x, **CORE), timed_imgs, args.repeats),
+        )
         print(f"{size} px done", file=sys.stderr)
 
-    print(f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds x sizes {args.sizes}; "
-          "storage cycling float / gamma 0.6 / gamma 1.6 / 8 / 12 / 16-bit"
-          + (f"; our parameters changed: {args.params}" if args.params else "") + "\n")
+    print(
+        f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds x sizes {args.sizes}; "
+        "storage cycling float / gamma 0.6 / gamma 1.6 / 8 / 12 / 16-bit"
+        + (f"; our parameters changed: {args.params}" if args.params else "")
+        + "\n"
+    )
     print("Speed, median CPU ms per image (published: resize to 256 + its PBTSeg + resize back)")
     print(f"{'size':>6} {'ours':>8} {'published':>10} {'ratio':>7} {'ours, core only':>16}")
     for size, (o, b, c) in speed.items():
@@ -246,8 +296,10 @@ def main() -> None:
                 v = fn(d, axis=0)
                 print(f"{state:<10} {stat:<7} " + " ".join(f"{x:>7.3f}" for x in v))
         below = {state: int((np.array(dices[(name, state)])[:, 0] < 0.85).sum()) for state in ("healthy", "diseased")}
-        print(f"lungs with whole-lung Dice below 0.85: healthy {below['healthy']}, diseased {below['diseased']} "
-              f"of {len(dices[(name, 'healthy')])} each")
+        print(
+            f"lungs with whole-lung Dice below 0.85: healthy {below['healthy']}, diseased {below['diseased']} "
+            f"of {len(dices[(name, 'healthy')])} each"
+        )
     print("\ntargets (ours): per-lung Dice median >= 0.93 and worst >= 0.85; <= 6 ms per 256 px image")
     if args.picture:
         save_picture(args.picture, sorted(cases, key=lambda c: c[0])[:8])
@@ -269,7 +321,7 @@ def save_picture(path: Path, cases: list) -> None:
         print(f"  picture: {name} (our worst per-lung Dice {score:.3f})")
     while len(tiles) % 4:
         tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.concatenate(tiles[i:i + 4], axis=1) for i in range(0, len(tiles), 4)]
+    rows = [np.concatenate(tiles[i : i + 4], axis=1) for i in range(0, len(tiles), 4)]
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.rint(np.concatenate(rows, axis=0) * 255).astype(np.uint8)).save(path, optimize=True)
 

@@ -2,7 +2,8 @@
 
 Runs the published synthesis (``ART_ASyn.random_anomaly`` from ``--reference DIR``, its own brush
 ``texture.jpg``) and ours (:func:`bundle.synthesis.texture.synthesize_texture_anomaly`, procedural brush unless
-``--brush``) on the same 8-bit images and lung maps and prints, per method: mask area / lung area (q10 / median / q90), mean brightening inside the mask,
+``--brush``) on the same 8-bit images and lung maps and prints, per method: mask area / lung area (q10 / median /
+q90), mean brightening inside the mask,
 total brightening per lung pixel, share of the brightening outside the mask, median number of mask
 pieces (8-connected) and CPU time per anomaly (one core), with the targets checked against the
 published figures of the same run:
@@ -72,7 +73,9 @@ def published_synthesis(reference: Path) -> Callable[[np.ndarray, np.ndarray, in
     """``f(image_u8, lung, seed) -> (anomalous float [0, 1], mask 0/1)`` calling the published code unchanged."""
     reference = Path(reference).resolve()
     if not (reference / "ART_ASyn.py").is_file():
-        raise FileNotFoundError(f"--reference {reference}: no ART_ASyn.py there (a checkout of the published ART-ASyn code)")
+        raise FileNotFoundError(
+            f"--reference {reference}: no ART_ASyn.py there (a checkout of the published ART-ASyn code)"
+        )
     sys.path.insert(0, str(reference))
     import ART_ASyn  # noqa: E402  (the published module, imported from --reference)
     from cxr_utils import CXRImage  # noqa: E402
@@ -89,7 +92,8 @@ def published_synthesis(reference: Path) -> Callable[[np.ndarray, np.ndarray, in
 
 
 def ours_synthesis(**kwargs) -> Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-    """``f(image_u8, lung, seed) -> (anomalous, mask)`` with :func:`bundle.synthesis.texture.synthesize_texture_anomaly`.
+    """``f(image_u8, lung, seed) -> (anomalous, mask)`` with
+    :func:`bundle.synthesis.texture.synthesize_texture_anomaly`.
 
     Common random numbers: ours draws its per-lung stroke counts first, with the published
     distribution and one ``choice`` per lung, so a generator seeded like the published code's global one
@@ -101,14 +105,22 @@ def ours_synthesis(**kwargs) -> Callable[[np.ndarray, np.ndarray, int], tuple[np
 
     def run(image_u8: np.ndarray, lung: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         swapped = np.where(lung == 1, 2, np.where(lung == 2, 1, lung))
-        out, mask, _ = synthesize_texture_anomaly(image_u8.astype(np.float32) / 255.0, swapped, np.random.RandomState(seed),
-                                                  synth.params, synth.brush, synth.max_attempts)
+        out, mask, _ = synthesize_texture_anomaly(
+            image_u8.astype(np.float32) / 255.0,
+            swapped,
+            np.random.RandomState(seed),
+            synth.params,
+            synth.brush,
+            synth.max_attempts,
+        )
         return out, mask
 
     return run
 
 
-def measure(methods: dict[str, Callable], cases: list[tuple[np.ndarray, np.ndarray]], draws: int, seed0: int = 0) -> dict[str, dict]:
+def measure(
+    methods: dict[str, Callable], cases: list[tuple[np.ndarray, np.ndarray]], draws: int, seed0: int = 0
+) -> dict[str, dict]:
     """Statistics (:func:`bundle.synthesis.texture.summarize_statistics`) and median CPU ms per anomaly of each method.
 
     Draw ``k`` runs every method on case ``k % len(cases)`` with seed ``seed0 + k``, one method after the
@@ -165,7 +177,11 @@ def check(name: str, ours: float, published: float) -> str:
 
 def print_table(columns: dict[str, dict], reference: str | None, rows: tuple = ROWS) -> bool:
     names = list(columns)
-    print(f"{'statistic':28s}" + "".join(f"{n:>16s}" for n in names) + ("   target (ours vs published)" if reference else ""))
+    print(
+        f"{'statistic':28s}"
+        + "".join(f"{n:>16s}" for n in names)
+        + ("   target (ours vs published)" if reference else "")
+    )
     ok = True
     for label, key, fmt in rows:
         line = f"{label:28s}" + "".join(f"{fmt.format(columns[n][key]):>16s}" for n in names)
@@ -213,9 +229,14 @@ def write_montage(path: Path, published: list, ours: list, columns: int, kinds: 
             if j == 0:
                 ax.set_ylabel(rows[i], fontsize=7)
         if kinds:
-            axes[0, j].set_title({"pa": "adult PA", "ap": "adult AP portable", "child": "child"}.get(kinds[j], kinds[j]), fontsize=7)
-    fig.suptitle("ART-ASyn anomalies, published code vs ours, same synthetic phantoms and lung maps "
-                 "(brightening = anomalous - healthy; cyan: mask)", fontsize=8)
+            axes[0, j].set_title(
+                {"pa": "adult PA", "ap": "adult AP portable", "child": "child"}.get(kinds[j], kinds[j]), fontsize=7
+            )
+    fig.suptitle(
+        "ART-ASyn anomalies, published code vs ours, same synthetic phantoms and lung maps "
+        "(brightening = anomalous - healthy; cyan: mask)",
+        fontsize=8,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72)
@@ -237,14 +258,20 @@ def print_brush_statistics(reference: Path | None, brush: str | None) -> None:
     """Mean, coverage above a few levels and streak direction of our brush and the published texture."""
     from bundle.synthesis.brush import load_brush, procedural_brush
 
-    textures = {"ours (procedural)" if brush is None else "ours (--brush)": procedural_brush() if brush is None else load_brush(brush)}
+    textures = {
+        "ours (procedural)" if brush is None else "ours (--brush)": procedural_brush()
+        if brush is None
+        else load_brush(brush)
+    }
     if reference is not None and (reference / "texture.jpg").is_file():
         textures["published texture.jpg"] = load_brush(reference / "texture.jpg")
     levels = (0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
     print(f"{'brush':24s} {'size':>8s} {'mean':>6s}  " + " ".join(f">{lv:<5}" for lv in levels) + "  streak angle")
     for name, tex in textures.items():
         cover = " ".join(f"{(tex > lv).mean():6.3f}" for lv in levels)
-        print(f"{name:24s} {tex.shape[1]:>4d}x{tex.shape[0]:<3d} {tex.mean():6.3f}  {cover}  {streak_angle(tex):5.1f} deg")
+        print(
+            f"{name:24s} {tex.shape[1]:>4d}x{tex.shape[0]:<3d} {tex.mean():6.3f}  {cover}  {streak_angle(tex):5.1f} deg"
+        )
 
 
 def no_lung_check(reference: Path, seconds: float = 3.0) -> None:
@@ -259,10 +286,15 @@ def no_lung_check(reference: Path, seconds: float = 3.0) -> None:
     worker = threading.Thread(target=published, args=(image, lung, 0), daemon=True)  # left running until exit
     worker.start()
     worker.join(seconds)
-    print(f"no lung, published: {'still running after %.0f s (endless redraw loop)' % seconds if worker.is_alive() else 'returned'}")
+    print(
+        "no lung, published: "
+        + (f"still running after {seconds:.0f} s (endless redraw loop)" if worker.is_alive() else "returned")
+    )
 
 
-def phantom_cases(n: int, size: int, kinds: tuple[str, ...] = KINDS) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+def phantom_cases(
+    n: int, size: int, kinds: tuple[str, ...] = KINDS
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
     """``n`` 8-bit phantom images (seeds 0..n-1, kinds in turn) with their exact lung maps, and their kinds.
 
     The published code wants uint8 images and a {0, 1, 2} lung map.
@@ -288,15 +320,23 @@ def parse_kinds(text: str) -> tuple[str, ...]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", default=str(DEFAULT_REFERENCE), help="folder of the published ART-ASyn code ('' to skip it)")
+    ap.add_argument(
+        "--reference", default=str(DEFAULT_REFERENCE), help="folder of the published ART-ASyn code ('' to skip it)"
+    )
     ap.add_argument("--draws", type=int, default=300, help="anomalies per method (0: brush statistics only)")
     ap.add_argument("--phantoms", type=int, default=6, help="number of phantoms (seeds 0..N-1)")
     ap.add_argument("--kinds", default=",".join(KINDS), help="phantom kinds taken in turn, from: " + ", ".join(KINDS))
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--brush", default=None, help="brush texture file for ours (default: procedural)")
-    ap.add_argument("--variants", action="store_true", help="also: ours with the published texture, without redraws, and 512 px")
-    ap.add_argument("--montage", default=None, help="write a published-vs-ours montage here (e.g. docs/images/synthesis_published_vs_ours.png)")
+    ap.add_argument(
+        "--variants", action="store_true", help="also: ours with the published texture, without redraws, and 512 px"
+    )
+    ap.add_argument(
+        "--montage",
+        default=None,
+        help="write a published-vs-ours montage here (e.g. docs/images/synthesis_published_vs_ours.png)",
+    )
     ap.add_argument("--columns", type=int, default=6)
     args = ap.parse_args()
 
@@ -306,7 +346,10 @@ def main() -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    print(f"one core (OMP {os.environ['OMP_NUM_THREADS']}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"one core (OMP {os.environ['OMP_NUM_THREADS']}); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     reference = Path(args.reference) if args.reference else None
     kinds = parse_kinds(args.kinds)
     print_brush_statistics(reference, args.brush)
@@ -314,8 +357,10 @@ def main() -> None:
         return
     cases, case_kinds = phantom_cases(args.phantoms, args.size, kinds)
     mix = ", ".join(f"{case_kinds.count(k)} {k}" for k in dict.fromkeys(case_kinds))
-    print(f"{args.draws} draws on {args.phantoms} synthetic phantoms ({mix}) at {args.size} px "
-          f"(exact phantom lung maps), seeds {args.seed}..{args.seed + args.draws - 1}")
+    print(
+        f"{args.draws} draws on {args.phantoms} synthetic phantoms ({mix}) at {args.size} px "
+        f"(exact phantom lung maps), seeds {args.seed}..{args.seed + args.draws - 1}"
+    )
     methods: dict[str, Callable] = {}
     if reference is not None:
         methods["published"] = published_synthesis(reference)
@@ -330,8 +375,10 @@ def main() -> None:
     if reference is not None:
         ratio = columns["published"]["ms"] / columns["ours"]["ms"]
         speed_ok = ratio >= 50 and columns["ours"]["ms"] <= 8 * (args.size / 256) ** 2
-        print(f"speed-up {ratio:.1f}x (target >= 50x); ours {columns['ours']['ms']:.1f} ms (target <= 8 ms at 256 px)"
-              f"   {'ok' if speed_ok else 'MISS'}")
+        print(
+            f"speed-up {ratio:.1f}x (target >= 50x); ours {columns['ours']['ms']:.1f} ms (target <= 8 ms at 256 px)"
+            f"   {'ok' if speed_ok else 'MISS'}"
+        )
         print(f"all statistics within bounds: {'yes' if ok else 'NO'}")
     if len(set(case_kinds)) > 1:
         print("\nby phantom kind (no targets)")
@@ -346,7 +393,9 @@ def main() -> None:
         big_cols = measure(big_methods, big, n_big, args.seed)
         print_table(big_cols, None)
     if args.montage and reference is not None:
-        write_montage(Path(args.montage), columns["published"]["first"], columns["ours"]["first"], args.columns, case_kinds)
+        write_montage(
+            Path(args.montage), columns["published"]["first"], columns["ours"]["first"], args.columns, case_kinds
+        )
         print(f"montage: {args.montage}")
     if args.variants and reference is not None:
         print()  # last: the published code's loop keeps a thread busy until exit

@@ -81,8 +81,10 @@ def inference_datalist(source: str | os.PathLike, exclude: Sequence[str | os.Pat
 
     Args:
         source: a folder (scanned recursively for supported files, skipping the top-level sub-folders in
-            :data:`bundle.data.layout.NOT_INPUT_FOLDERS`, hidden files and the side-car files of :data:`SIDECAR_EXTENSIONS`; any
-            other file that is not a supported image is kept, to be reported as skipped), a datalist file (JSON or CSV, see ``bundle.data.build_datalist``: its
+            :data:`bundle.data.layout.NOT_INPUT_FOLDERS`, hidden files and the side-car files of
+            :data:`SIDECAR_EXTENSIONS`; any
+            other file that is not a supported image is kept, to be reported as skipped), a datalist file (JSON or
+            CSV, see :func:`bundle.data.datalist.build_datalist`: its
             ``test`` entries, or all entries when it has none), or a single image file.
         exclude: folders whose files are never taken as inputs (e.g. the output folder inside the input);
             a folder input that is itself excluded is an error.
@@ -190,8 +192,16 @@ class AnomalyOutputWriter:
     """
 
     SCORE_COLUMNS = (
-        "file", "score", "predicted_label", "lungs_found", "mask_fraction", "height", "width",
-        "mask", "error_map", "overlay",
+        "file",
+        "score",
+        "predicted_label",
+        "lungs_found",
+        "mask_fraction",
+        "height",
+        "width",
+        "mask",
+        "error_map",
+        "overlay",
     )
 
     def __init__(

@@ -95,8 +95,9 @@ def _series_folder_file(path: str | os.PathLike) -> Path:
     files = sorted(p for p in Path(path).iterdir() if not p.name.startswith(".") and p.is_file())
     if len(files) != 1:
         raise CXRReadError(
-            path, f"a folder is read as a one-image DICOM series, but it holds {len(files)} files; "
-            "a single 2D radiograph is expected"
+            path,
+            f"a folder is read as a one-image DICOM series, but it holds {len(files)} files; "
+            "a single 2D radiograph is expected",
         )
     if _suffix(files[0]) not in (".dcm", ".dicom") and not _has_dicom_preamble(files[0]):
         raise CXRReadError(path, f"series folder: {files[0].name} is not a DICOM file")
@@ -130,7 +131,8 @@ def _format_of(path: str | os.PathLike) -> str:
     if suffix in (".dcm", ".dicom") or _has_dicom_preamble(path):
         return "dicom"
     raise CXRReadError(
-        path, f"unsupported file type {suffix or '(no extension)'!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)} or DICOM"
+        path,
+        f"unsupported file type {suffix or '(no extension)'!r}; supported: {', '.join(SUPPORTED_EXTENSIONS)} or DICOM",
     )
 
 
@@ -658,7 +660,9 @@ def write_nifti(path: str | os.PathLike, array2d: Any, like_meta: dict[str, Any]
     if like_meta is not None and _meta_value(like_meta, "format") == "nifti":
         shape = tuple(int(v) for v in np.asarray(_meta_value(like_meta, "original_shape")).reshape(-1))
         if shape != arr.shape:
-            raise ValueError(f"{path}: array shape {arr.shape} differs from the NIfTI input's {shape}; restore it first")
+            raise ValueError(
+                f"{path}: array shape {arr.shape} differs from the NIfTI input's {shape}; restore it first"
+            )
         axis = int(_meta_value(like_meta, "nifti_singleton_axis"))
         if axis >= 0:
             data = np.expand_dims(data, axis)

@@ -73,7 +73,8 @@ class MONAILabelResultd(MapTransform):
         self.dicom_result_extension = dicom_result_extension
 
     def __call__(self, data: dict) -> dict:
-        """Args: data: one item after postprocessing. Returns: a copy with ``result`` (and maybe ``result_extension``)."""
+        """Args: data: one item after postprocessing. Returns: a copy with ``result`` (and maybe
+        ``result_extension``)."""
         d = dict(data)
         for key in self.key_iterator(d):
             score = _as_float(d[key])

@@ -121,7 +121,9 @@ def _bound(low: Any) -> str:
     return "" if low is None else f" >= {low}"
 
 
-def _number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False) -> Reader:
+def _number(
+    low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False
+) -> Reader:
     lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
     hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
     where = f" in {lo or '(-inf'}, {hi or 'inf)'}" if (low is not None or high is not None) else ""
@@ -185,8 +187,10 @@ def _variant_range(value: Any, name: str) -> tuple[int, int]:
     else:
         raise OptionError(f"{_name(name)}: expected an integer or a [low, high] range of integers, got {value!r}.")
     if pair[0] < 0 or pair[1] < pair[0]:
-        raise OptionError(f"{_name(name)}: the range {list(value) if not isinstance(value, int) else value} is empty "
-                          "or negative; use 0 <= low <= high, e.g. [1, 3].")
+        raise OptionError(
+            f"{_name(name)}: the range {list(value) if not isinstance(value, int) else value} is empty "
+            "or negative; use 0 <= low <= high, e.g. [1, 3]."
+        )
     return pair
 
 
@@ -279,8 +283,8 @@ class Options:
             errors += self._cross_checks()
         if errors:
             raise OptionError(
-                f"{self.workflow}: {len(errors)} option(s) with values the bundle cannot use, stopped before any work:\n  "
-                + "\n  ".join(errors)
+                f"{self.workflow}: {len(errors)} option(s) with values the bundle cannot use, "
+                "stopped before any work:\n  " + "\n  ".join(errors)
             )
 
     def _cross_checks(self) -> list[str]:
@@ -353,10 +357,14 @@ class RuleOptions(Options):
     from ``models/threshold.json`` when it holds them, see :mod:`bundle.evaluation.operating_point`)."""
 
     score_rule: str = option(_score_rule, "image score rule")
-    score_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of the error map for the score, fraction of the size")
+    score_smoothing: float = option(
+        _number(0.0, 0.5), "Gaussian sigma of the error map for the score, fraction of the size"
+    )
     mask_threshold: float | None = option(_OPTIONAL_UNIT, "fixed mask threshold on |image - recon|")
     mask_relative: float = option(_UNIT, "relative factor of the per-image mask rule (published 0.2)")
-    mask_smoothing: float = option(_number(0.0, 0.5), "Gaussian sigma of |image - recon| for the mask, fraction of the size")
+    mask_smoothing: float = option(
+        _number(0.0, 0.5), "Gaussian sigma of |image - recon| for the mask, fraction of the size"
+    )
     restrict_to_lungs: bool = option(_boolean, "mask only inside the dilated lungs")
     lung_dilation: float = option(_number(0.0), "lung dilation, fraction of the image size")
     fail_on_skipped: bool = option(_boolean, "exit status 2 when files were skipped")
@@ -408,7 +416,9 @@ class PreprocessOptions(Options):
     include_test: bool = option(_boolean, "also the val/ and test/ images (lungs)")
     overwrite: bool = option(_boolean, "redo finished outputs")
     progress: bool = option(_boolean, "progress bar")
-    num_workers: int | None = option(_optional(_NON_NEGATIVE_INT), "worker processes (None: one per core, 0: in-process)")
+    num_workers: int | None = option(
+        _optional(_NON_NEGATIVE_INT), "worker processes (None: one per core, 0: in-process)"
+    )
     montage_size: int = option(_NON_NEGATIVE_INT, "images in the QA montage")
     num_variants: tuple[int, int] = option(_variant_range, "variants per image (synthesize)")
     synthesis_seed: int = option(_integer(), "seed of the offline variants")

@@ -120,7 +120,9 @@ def copy_bundle(root: str | os.PathLike = ".", dest: str | os.PathLike = "dist")
     return target
 
 
-def build_archive(root: str | os.PathLike = ".", output: str | os.PathLike = "dist", allow_missing_weights: bool = False) -> Path:
+def build_archive(
+    root: str | os.PathLike = ".", output: str | os.PathLike = "dist", allow_missing_weights: bool = False
+) -> Path:
     """Write ``<output>/<name>_v<version>.zip`` and return its path.
 
     Args:
@@ -163,10 +165,16 @@ def build_archive(root: str | os.PathLike = ".", output: str | os.PathLike = "di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle-root", default=str(Path(__file__).resolve().parents[1]), help="bundle root (default: this repository)")
+    parser.add_argument(
+        "--bundle-root", default=str(Path(__file__).resolve().parents[1]), help="bundle root (default: this repository)"
+    )
     parser.add_argument("--output", default="dist", help="output folder (default: dist)")
     parser.add_argument("--allow-missing-weights", action="store_true", help="build without models/model.pt")
-    parser.add_argument("--copy-to", metavar="DIR", help="instead of a zip, copy the bundle into DIR/<name>/ (e.g. a MONAI Label app's model/)")
+    parser.add_argument(
+        "--copy-to",
+        metavar="DIR",
+        help="instead of a zip, copy the bundle into DIR/<name>/ (e.g. a MONAI Label app's model/)",
+    )
     args = parser.parse_args(argv)
     if args.copy_to:
         print(f"copied the bundle to {copy_bundle(args.bundle_root, args.copy_to)}")

@@ -1,7 +1,8 @@
 """Show what the texture anomaly synthesis makes, and how big and how strong its anomalies are.
 
 Writes ``docs/images/synthesis_montage.png`` (rows: image, anomalous image, mask, difference) for a few
-demo phantoms (the kinds adult PA, adult AP portable and child in turn) with PBTSeg lung maps (the phantom's exact lungs where PBTSeg finds none), then prints
+demo phantoms (the kinds adult PA, adult AP portable and child in turn) with PBTSeg lung maps (the phantom's exact
+lungs where PBTSeg finds none), then prints
 quantiles over many draws of: anomaly area as a fraction of the lungs, and the mean and maximum
 intensity increase inside the mask.
 
@@ -56,8 +57,15 @@ def montage(cases: list[tuple], path: Path) -> None:
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(rows[i])
-        axes[0, j].set_title(f"{kind}: {info['strokes']} stroke{'s' if info['strokes'] != 1 else ''}, {100 * info['lung_fraction']:.0f}% of lung", fontsize=8)
-    fig.suptitle("ART-ASyn texture anomalies on synthetic phantoms (mask: lung contour in cyan; difference: anomalous - image)", fontsize=9)
+        axes[0, j].set_title(
+            f"{kind}: {info['strokes']} stroke{'s' if info['strokes'] != 1 else ''}, "
+            f"{100 * info['lung_fraction']:.0f}% of lung",
+            fontsize=8,
+        )
+    fig.suptitle(
+        "ART-ASyn texture anomalies on synthetic phantoms (mask: lung contour in cyan; difference: anomalous - image)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -102,7 +110,12 @@ def main() -> None:
         max_up.append(float(diff.max()))
     q = [0, 10, 25, 50, 75, 90, 100]
     print(f"{args.draws} draws at {args.size} px; quantiles {q}")
-    for name, v in (("area / lung area", frac), ("mean increase in mask", mean_up), ("max increase", max_up), ("strokes", strokes)):
+    for name, v in (
+        ("area / lung area", frac),
+        ("mean increase in mask", mean_up),
+        ("max increase", max_up),
+        ("strokes", strokes),
+    ):
         print(f"  {name:22s}: " + "  ".join(f"{x:.3f}" for x in np.percentile(v, q)))
     print(f"  empty masks: {sum(f == 0 for f in frac)} of {args.draws}")
 

@@ -29,8 +29,20 @@ def save(ds, path, preamble: bool = True) -> None:
         ds.save_as(path, write_like_original=not preamble)
 
 
-def write_dicom(path, stored: np.ndarray, *, photometric="MONOCHROME2", bits_stored=8, signed=False, preamble=True,
-                sop_class=DX_FOR_PRESENTATION, modality="DX", study_uid=None, series_uid=None, **attrs):
+def write_dicom(
+    path,
+    stored: np.ndarray,
+    *,
+    photometric="MONOCHROME2",
+    bits_stored=8,
+    signed=False,
+    preamble=True,
+    sop_class=DX_FOR_PRESENTATION,
+    modality="DX",
+    study_uid=None,
+    series_uid=None,
+    **attrs,
+):
     """Write ``stored`` (H, W) as the pixel values of an explicit-VR little-endian file; ``attrs`` set extra elements.
 
     Study/Series Instance UIDs are new ones unless given, so each file is its own series (as a PACS needs).
@@ -67,8 +79,9 @@ def write_dicom(path, stored: np.ndarray, *, photometric="MONOCHROME2", bits_sto
 def write_dicom_monochrome1(path, image: np.ndarray):
     """A 12-bit MONOCHROME1 CR file (low stored values are bright) holding ``image`` (H, W) in [0, 1]."""
     stored = np.rint((1.0 - image) * 4095)
-    return write_dicom(path, stored, photometric="MONOCHROME1", bits_stored=12,
-                       sop_class=CR_IMAGE_STORAGE, modality="CR")
+    return write_dicom(
+        path, stored, photometric="MONOCHROME1", bits_stored=12, sop_class=CR_IMAGE_STORAGE, modality="CR"
+    )
 
 
 def voi_lut_item(n_entries: int, first: int, table: np.ndarray, bits: int = 16, vr: str = "US"):
@@ -105,8 +118,16 @@ def write_cr_monochrome1_voi_lut(path, image: np.ndarray, **kw):
     stored = np.rint(1000 + 2000 * (1.0 - np.clip(image, 0, 1)))
     s = np.arange(4096)
     table = np.rint(np.clip((s - 1000) / 2000, 0, 1) ** CR_GAMMA * 65535)
-    return write_dicom(path, stored, photometric="MONOCHROME1", bits_stored=12, sop_class=CR_IMAGE_STORAGE,
-                       modality="CR", VOILUTSequence=[voi_lut_item(4096, 0, table, 16, "OW")], **kw)
+    return write_dicom(
+        path,
+        stored,
+        photometric="MONOCHROME1",
+        bits_stored=12,
+        sop_class=CR_IMAGE_STORAGE,
+        modality="CR",
+        VOILUTSequence=[voi_lut_item(4096, 0, table, 16, "OW")],
+        **kw,
+    )
 
 
 def dx_displayed(image: np.ndarray) -> np.ndarray:
@@ -124,5 +145,14 @@ def write_dx_monochrome2_window(path, image: np.ndarray, **kw):
     """
     value = 1000 + 12000 * np.clip(image, 0, 1)
     stored = np.rint((value + 1000) / 2)
-    return write_dicom(path, stored, bits_stored=14, RescaleSlope=2, RescaleIntercept=-1000, RescaleType="US",
-                       WindowCenter=7000.5, WindowWidth=10001, **kw)
+    return write_dicom(
+        path,
+        stored,
+        bits_stored=14,
+        RescaleSlope=2,
+        RescaleIntercept=-1000,
+        RescaleType="US",
+        WindowCenter=7000.5,
+        WindowWidth=10001,
+        **kw,
+    )

@@ -12,7 +12,8 @@ SIZE = 64
 
 
 def ellipse_lungs(size: int, left=(0.5, 0.3, 0.3, 0.12), right=(0.5, 0.7, 0.3, 0.12)) -> np.ndarray:
-    """Label map with up to two elliptical lungs, each (centre row, centre col, half height, half width) as fractions."""
+    """Label map with up to two elliptical lungs, each (centre row, centre col, half height, half width) as
+    fractions."""
     yy, xx = np.mgrid[:size, :size] / size
     lung = np.zeros((size, size), np.uint8)
     for label, e in ((1, left), (2, right)):

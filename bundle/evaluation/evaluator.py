@@ -63,11 +63,15 @@ def evaluation_datalist(source: str | os.PathLike, split: str = "test") -> list[
     kwargs = {"require_train": False} if os.path.isdir(source) else {}
     entries = list(build_datalist(source, **kwargs).get(split) or [])
     if not entries:
-        raise ValueError(f"{source}: the {split!r} split is empty (expected e.g. {split}/healthy and {split}/diseased).")
+        raise ValueError(
+            f"{source}: the {split!r} split is empty (expected e.g. {split}/healthy and {split}/diseased)."
+        )
     seen: set[str] = set()
     for e in entries:
         if e.get("label") not in (0, 1):
-            raise ValueError(f"{e['image']}: evaluation needs a 0 (healthy) / 1 (diseased) label, got {e.get('label')!r}.")
+            raise ValueError(
+                f"{e['image']}: evaluation needs a 0 (healthy) / 1 (diseased) label, got {e.get('label')!r}."
+            )
         if e["image"] in seen:
             raise ValueError(f"{e['image']} is listed twice in the {split!r} split; every image is scored once.")
         seen.add(e["image"])
@@ -163,7 +167,7 @@ class AnomalyEvaluationReport:
         batch, output = engine.state.batch, engine.state.output
         if not isinstance(output, list):
             raise TypeError("AnomalyEvaluationReport needs a decollating evaluator (decollate=True).")
-        for b, o in zip(batch, output):
+        for b, o in zip(batch, output, strict=True):
             self._add({**b, **o})
             if self._bar is not None:
                 self._bar.update(1)
@@ -178,8 +182,13 @@ class AnomalyEvaluationReport:
         file = str(meta_of(item["image"]).get("filename_or_obj", item.get("image_path", "")))
         score = float(item["score"])
         row = {
-            "file": file, "label": label, "score": score, "has_mask": int(has_mask), "dice": None,
-            "pred_fraction": float(pred.mean()), "gt_fraction": float(gt.mean()) if has_mask else None,
+            "file": file,
+            "label": label,
+            "score": score,
+            "has_mask": int(has_mask),
+            "dice": None,
+            "pred_fraction": float(pred.mean()),
+            "gt_fraction": float(gt.mean()) if has_mask else None,
             "lungs_found": item.get("lungs_found"),
         }
         if has_mask and label == 1:
@@ -191,8 +200,11 @@ class AnomalyEvaluationReport:
 
         def case(caption: str) -> Any:
             return lambda: {
-                "image": image.astype(np.float16), "error": error.astype(np.float16), "pred": pred,
-                "mask": gt if has_mask else None, "caption": caption,
+                "image": image.astype(np.float16),
+                "error": error.astype(np.float16),
+                "pred": pred,
+                "mask": gt if has_mask else None,
+                "caption": caption,
             }
 
         name = os.path.basename(file)

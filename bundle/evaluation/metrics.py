@@ -179,7 +179,8 @@ def best_f1(scores: Any, labels: Any) -> dict[str, float | None] | None:
 
     Returns:
         dict with ``threshold`` (a score level; predict positive when ``score >= threshold``), ``f1``,
-        ``precision``, ``recall``, ``specificity`` (None without negatives); ``None`` when there are no positives. Among thresholds
+        ``precision``, ``recall``, ``specificity`` (None without negatives); ``None`` when there are no positives.
+        Among thresholds
         with equal F1 the highest one is returned.
     """
     levels, pos, neg = _level_counts(scores, labels)
@@ -340,9 +341,7 @@ class PixelAUROC:
         return _auroc_from_counts(*binary_curve_counts(self.pos[::-1], self.neg[::-1]))
 
 
-def pixel_auroc(
-    error_maps: Any, gt_masks: Any, num_bins: int | None = 65536, max_value: float = 1.0
-) -> float | None:
+def pixel_auroc(error_maps: Any, gt_masks: Any, num_bins: int | None = 65536, max_value: float = 1.0) -> float | None:
     """Pixel-level AUROC of error maps against ground-truth masks, pooled over all images.
 
     Args:
@@ -358,7 +357,7 @@ def pixel_auroc(
     if isinstance(error_maps, (list, tuple)):
         if len(error_maps) != len(gt_masks):
             raise ValueError(f"{len(error_maps)} error maps but {len(gt_masks)} masks.")
-        for e, g in zip(error_maps, gt_masks):
+        for e, g in zip(error_maps, gt_masks, strict=True):
             acc.update(e, g)
     else:
         acc.update(error_maps, gt_masks)

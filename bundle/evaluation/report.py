@@ -74,6 +74,7 @@ def overlay_image(
         uint8 array (H', W', 3).
     """
     from matplotlib import colormaps
+
     img = np.clip(as_2d(image), 0.0, 1.0)
     h, w = img.shape
     if max_size is not None and max(h, w) > max_size:
@@ -118,7 +119,9 @@ def plot_roc_pr(
     ax = fig.subplots()
     ax.plot(roc["fpr"], roc["tpr"], lw=2, label=f"AUROC = {image_auroc(scores, labels):.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="Image-level ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate", ylabel="true positive rate", title="Image-level ROC", xlim=(0, 1), ylim=(0, 1.01)
+    )
     ax.legend(loc="lower right")
     _save_figure(fig, roc_path)
     fig = Figure(figsize=(4.2, 4.0))

@@ -21,7 +21,9 @@ __all__ = ["lung_cache_path", "cached_lung_map"]
 logger = logging.getLogger(__name__)
 
 
-def lung_cache_path(image_path: str | os.PathLike, dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+def lung_cache_path(
+    image_path: str | os.PathLike, dataset_dir: str | os.PathLike, cache_dir: str | os.PathLike
+) -> Path:
     """Where the lung map of ``image_path`` lives in a lung cache: ``<cache_dir>/<relative folder>/<stem>.png``
     (see :func:`bundle.data.layout.derived_path`). Raises ``ValueError`` when the image is not under
     ``dataset_dir``."""
@@ -56,7 +58,11 @@ def cached_lung_map(
     if labels.shape != tuple(shape) or labels.max(initial=0) > 2:
         logger.warning(
             "Lung cache %s has shape %s / values up to %s, image %s is %s; computing instead.",
-            cached, labels.shape, labels.max(initial=0), image_path, tuple(shape),
+            cached,
+            labels.shape,
+            labels.max(initial=0),
+            image_path,
+            tuple(shape),
         )
         return None
     return labels.astype(np.uint8)

@@ -217,14 +217,16 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _remove_spurs(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary opening (square of side ``2 * radius + 1``) on the mask's box, keeping its largest piece: strips thin spurs
+    """Binary opening (square of side ``2 * radius + 1``) on the mask's box, keeping its largest piece: strips thin
+    spurs
     and one-line leaks that the full-resolution threshold lets out of the lung (e.g. along the trachea)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     r0, r1 = max(rows[0] - radius, 0), rows[-1] + radius + 1
     c0, c1 = max(cols[0] - radius, 0), cols[-1] + radius + 1
     size = 2 * radius + 1  # square opening: separable min/max filters, cost independent of the radius
-    crop = ndimage.maximum_filter(ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"),
-                                  size, mode="constant").astype(bool)
+    crop = ndimage.maximum_filter(
+        ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"), size, mode="constant"
+    ).astype(bool)
     lab, n = ndimage.label(crop, structure=_CROSS)
     out = np.zeros_like(mask)
     if n:
@@ -430,7 +432,7 @@ def _search(
     qs, levels = qs[keep], levels[keep]
     best: dict[int, _Lung] = {}
     last, idle = None, 0
-    for q, t in zip(qs, levels):
+    for q, t in zip(qs, levels, strict=True):
         if last is not None and t <= last:
             continue  # ties in a flat histogram: same mask as the previous level
         last = t
@@ -473,7 +475,12 @@ def _search(
 
 
 def _refine(
-    content: np.ndarray, lung: _Lung, f: int, rib_len: int, gain: np.ndarray | None, fill_holes: bool,
+    content: np.ndarray,
+    lung: _Lung,
+    f: int,
+    rib_len: int,
+    gain: np.ndarray | None,
+    fill_holes: bool,
     to_rank: Any = None,
 ) -> np.ndarray:
     """Re-threshold one lung at full resolution inside a band of one search pixel around its search-grid mask.
@@ -543,8 +550,12 @@ def _pieces(img: np.ndarray, lung: _Lung, p: PBTSegParams) -> list[_Lung]:
         r, c = _box(m)
         overlap = min(c.stop, sc.stop) - max(c.start, sc.start)
         gap = max(r.start - sr.stop, sr.start - r.stop)
-        if overlap < 0.6 * (c.stop - c.start) or gap > 0.2 * h or min(r.start, sr.start) < h / 12 or (
-                max(r.stop, sr.stop) > h - h / 12):
+        if (
+            overlap < 0.6 * (c.stop - c.start)
+            or gap > 0.2 * h
+            or min(r.start, sr.start) < h / 12
+            or (max(r.stop, sr.stop) > h - h / 12)
+        ):
             continue
         out.append(_Lung(int(areas[k]), lung.level, lung.quantile, lab, int(k), lung.slope, lung.k_side))
     return out
@@ -582,8 +593,9 @@ def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
     r0, r1 = max(rows[0] - radius, 0), rows[-1] + radius + 1
     c0, c1 = max(cols[0] - radius, 0), cols[-1] + radius + 1
     size = 2 * radius + 1
-    crop = ndimage.maximum_filter(ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"),
-                                  size, mode="constant").astype(bool)
+    crop = ndimage.maximum_filter(
+        ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"), size, mode="constant"
+    ).astype(bool)
     lab, n = ndimage.label(crop, structure=_CROSS)
     if n == 0:
         return lung
@@ -641,7 +653,7 @@ def _edge_level(
     a_max = p.max_area * h * w
     best_score, best_m, best_t, best_q, best_area = -1.0, None, 0.0, 0.0, 0
     last_area = -1
-    for q, t in zip(qs, levels):
+    for q, t in zip(qs, levels, strict=True):
         lab, _ = ndimage.label(crop <= t, structure=_CROSS)
         k = lab[seed]
         if k == 0:
@@ -652,13 +664,19 @@ def _edge_level(
             continue  # nested components of equal area are the same component: same tests, same score
         if area >= a_max:
             break
-        if (inner[0] and m[0].any()) or (inner[1] and m[-1].any()) or (inner[2] and m[:, 0].any()) or (
-                inner[3] and m[:, -1].any()):
+        if (
+            (inner[0] and m[0].any())
+            or (inner[1] and m[-1].any())
+            or (inner[2] and m[:, 0].any())
+            or (inner[3] and m[:, -1].any())
+        ):
             break  # the component runs out of the window: a leak, and every higher level leaks too
         last_area = area
         br, bc = _box(m)
-        box = (slice(br.start + win[0].start, br.stop + win[0].start), slice(bc.start + win[1].start,
-                                                                            bc.stop + win[1].start))
+        box = (
+            slice(br.start + win[0].start, br.stop + win[0].start),
+            slice(bc.start + win[1].start, bc.stop + win[1].start),
+        )
         sub = m[br, bc]
         if not _is_lung_box(sub, area, box, (h, w), side, p):
             continue
@@ -830,7 +848,9 @@ def _symmetry_axis(image: np.ndarray, rows: slice, to_rank: Any) -> int:
     clear side.
     """
     w = image.shape[1]
-    prof = to_rank(np.quantile(image[rows], 0.5, axis=0, method="lower")).astype(np.float64)  # a pixel value: exact ranks
+    prof = to_rank(np.quantile(image[rows], 0.5, axis=0, method="lower")).astype(
+        np.float64
+    )  # a pixel value: exact ranks
     prof = ndimage.uniform_filter1d(prof, max(3, int(round(0.02 * w)) | 1), mode="nearest")
     edge = np.abs(np.gradient(prof))
     x = np.arange(w)
@@ -993,8 +1013,9 @@ def _zone_correction(grid: _Grid, best: dict[int, _Lung], p: PBTSegParams) -> No
         if first is not None:
             # the corrected lung may reach further down (the lower zones), not leak sideways or upward
             (fr, fc), (sr_, sc_) = _box(first.mask), _box(lung.mask)
-            inside = (sc_.start >= fc.start - margin_c and sc_.stop <= fc.stop + margin_c
-                      and sr_.start >= fr.start - margin_r)
+            inside = (
+                sc_.start >= fc.start - margin_c and sc_.stop <= fc.stop + margin_c and sr_.start >= fr.start - margin_r
+            )
             if not inside or np.count_nonzero(lung.mask & first.mask) < 0.5 * first.area:
                 continue
         lung.slope = slope
@@ -1112,7 +1133,12 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
     a = _as_2d_float(image)
     labels = np.zeros(a.shape, np.uint8)
     info: dict[str, Any] = {
-        "found": False, "left_found": False, "right_found": False, "lungs": [], "quantiles": {}, "reason": "",
+        "found": False,
+        "left_found": False,
+        "right_found": False,
+        "lungs": [],
+        "quantiles": {},
+        "reason": "",
         "shape": tuple(a.shape),
     }
     r0, r1, c0, c1 = _content_box(a) if p.crop_padding else (0, a.shape[0], 0, a.shape[1])

@@ -1,4 +1,5 @@
-"""Offline anomalous variants, as in the paper: ``python -m monai.bundle run synthesize --config_file configs/preprocess.json``.
+"""Offline anomalous variants, as in the paper: ``python -m monai.bundle run synthesize --config_file
+configs/preprocess.json``.
 
 For every healthy training image the job writes K anomalous variants (K drawn per image from
 ``variants``, default 1 to 3 as published) with their lossless masks, mirroring the dataset layout:
@@ -46,7 +47,10 @@ def _image_seed(seed: int, rel: str) -> int:
 
 
 def synthesis_items(
-    dataset_dir: str | os.PathLike, synthetic_dir: str | os.PathLike, variants: int | Sequence[int] = (1, 3), seed: int = 0
+    dataset_dir: str | os.PathLike,
+    synthetic_dir: str | os.PathLike,
+    variants: int | Sequence[int] = (1, 3),
+    seed: int = 0,
 ) -> list:
     """Work items (healthy image -> its variant images and masks); the number of variants K is drawn per image."""
     low, high = _variant_range(variants)
@@ -62,13 +66,17 @@ def synthesis_items(
 
 
 def _variant_range(variants: int | Sequence[int]) -> tuple[int, int]:
-    low, high = (int(variants), int(variants)) if isinstance(variants, (int, np.integer, str)) else (int(v) for v in variants)
+    low, high = (
+        (int(variants), int(variants)) if isinstance(variants, (int, np.integer, str)) else (int(v) for v in variants)
+    )
     if low < 1 or high < low:
         raise ValueError(f"variants must be an int >= 1 or a (low, high) range with 1 <= low <= high, got {variants}")
     return low, high
 
 
-def _lung_map(image_path: str, image: np.ndarray, dataset_dir: str | None, lungs_dir: str | None) -> tuple[np.ndarray, str]:
+def _lung_map(
+    image_path: str, image: np.ndarray, dataset_dir: str | None, lungs_dir: str | None
+) -> tuple[np.ndarray, str]:
     """The cached lung map when it exists and fits the image, else PBTSeg's."""
     if lungs_dir and dataset_dir:
         labels = cached_lung_map(image_path, image.shape, dataset_dir, lungs_dir)
@@ -78,7 +86,9 @@ def _lung_map(image_path: str, image: np.ndarray, dataset_dir: str | None, lungs
     return labels, "pbtseg"
 
 
-def synthesize_variants(item: Any, dataset_dir: str | None = None, lungs_dir: str | None = None, options: Mapping | None = None) -> dict:
+def synthesize_variants(
+    item: Any, dataset_dir: str | None = None, lungs_dir: str | None = None, options: Mapping | None = None
+) -> dict:
     """Offline job function: write the item's anomalous variants and masks (atomically, losslessly).
 
     ``item.extra`` holds the image's ``seed`` and number of ``variants``; ``options`` are
@@ -91,7 +101,7 @@ def synthesize_variants(item: Any, dataset_dir: str | None = None, lungs_dir: st
     synth.set_random_state(int(item.extra["seed"]))
     areas, flags = [], []
     for k in range(int(item.extra["variants"])):
-        (out, mask, info), = synth.variants(image[None], lung[None], 1)
+        ((out, mask, info),) = synth.variants(image[None], lung[None], 1)
         write_png(item.outputs[2 * k], out[0], bits=16)
         write_png(item.outputs[2 * k + 1], mask[0].astype(np.uint8))
         areas.append(round(float(info["lung_fraction"]), 4))
@@ -146,9 +156,13 @@ class SyntheticAnomalyJob:
         self.synthesis = dict(synthesis or {})
         if brush is not None and str(brush).strip().lower() not in ("", "none", "null"):
             if self.synthesis.get("brush") not in (None, str(brush)):
-                raise ValueError(f"synthesize: brush {brush!r} and synthesis['brush'] {self.synthesis['brush']!r} disagree; give one")
+                raise ValueError(
+                    f"synthesize: brush {brush!r} and synthesis['brush'] {self.synthesis['brush']!r} disagree; give one"
+                )
             if not Path(brush).is_file():
-                raise FileNotFoundError(f"synthesize: --brush {brush}: no such file (a grayscale image; null for the procedural brush)")
+                raise FileNotFoundError(
+                    f"synthesize: --brush {brush}: no such file (a grayscale image; null for the procedural brush)"
+                )
             self.synthesis["brush"] = str(Path(brush).absolute())
 
         RandTextureAnomaly(**self.synthesis)  # fail now, with the parameter's name, not once per image
@@ -156,15 +170,33 @@ class SyntheticAnomalyJob:
     def run(self) -> dict:
         """Run the job on this rank; returns the summary (see :func:`bundle.preprocess.runner.run_offline_job`)."""
         items = synthesis_items(self.dataset_dir, self.output_dir, self.variants, self.seed)
-        logger.info("synthesize: %d healthy images under %s -> %s (%d to %d variants each)", len(items),
-                    self.dataset_dir, self.output_dir, *self.variants)
-        func = partial(synthesize_variants, dataset_dir=str(self.dataset_dir), lungs_dir=str(self.lungs_dir),
-                       options=self.synthesis)
-        return run_offline_job(self.name, items, func, self.output_dir, num_workers=self.num_workers,
-                               overwrite=self.overwrite, progress=self.progress, after=self._montage)
+        logger.info(
+            "synthesize: %d healthy images under %s -> %s (%d to %d variants each)",
+            len(items),
+            self.dataset_dir,
+            self.output_dir,
+            *self.variants,
+        )
+        func = partial(
+            synthesize_variants,
+            dataset_dir=str(self.dataset_dir),
+            lungs_dir=str(self.lungs_dir),
+            options=self.synthesis,
+        )
+        return run_offline_job(
+            self.name,
+            items,
+            func,
+            self.output_dir,
+            num_workers=self.num_workers,
+            overwrite=self.overwrite,
+            progress=self.progress,
+            after=self._montage,
+        )
 
     def _montage(self, records: list[dict]) -> None:
         """QA montage: first variants of evenly spaced images with their mask contours."""
+
         def tile(r: dict) -> tuple[np.ndarray, np.ndarray, bool]:
             return read_image(r["outputs"][0])[0], read_labels(r["outputs"][1]), bool(r["flags"])
 

@@ -30,9 +30,7 @@ __all__ = ["lung_map_items", "compute_lung_map", "LungMapJob"]
 logger = logging.getLogger(__name__)
 
 
-def lung_map_items(
-    dataset_dir: str | os.PathLike, output_dir: str | os.PathLike, include_test: bool = False
-) -> list:
+def lung_map_items(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike, include_test: bool = False) -> list:
     """Work items (image -> lung map PNG) for a dataset in the published layout.
 
     Images are the supported files under ``<dataset_dir>/train`` (plus ``val`` and ``test`` with
@@ -64,7 +62,8 @@ class LungMapJob:
     Writes a lossless uint8 PNG label map for every training image (and validation/test images with
     ``include_test``), mirroring the dataset layout under ``output_dir``, which :class:`PBTSegd` then reads with
     ``cache_dir=output_dir``. Sharded across torchrun ranks, parallel, resumable and reported by
-    :func:`bundle.preprocess.runner.run_offline_job`; rank 0 also writes ``lungs_report.json``/``.csv`` (images with no lung
+    :func:`bundle.preprocess.runner.run_offline_job`; rank 0 also writes ``lungs_report.json``/``.csv`` (images with
+    no lung
     carry the flag ``no lung``), ``lungs_no_lung.txt`` (those images, one per line) and ``lungs_qa.png``, a montage
     of sampled images with their lung contours.
 
@@ -106,8 +105,14 @@ class LungMapJob:
         items = lung_map_items(self.dataset_dir, self.output_dir, self.include_test)
         logger.info("lungs: %d images under %s -> %s", len(items), self.dataset_dir, self.output_dir)
         return run_offline_job(
-            self.name, items, partial(compute_lung_map, params=self.params), self.output_dir,
-            num_workers=self.num_workers, overwrite=self.overwrite, progress=self.progress, after=self._finish,
+            self.name,
+            items,
+            partial(compute_lung_map, params=self.params),
+            self.output_dir,
+            num_workers=self.num_workers,
+            overwrite=self.overwrite,
+            progress=self.progress,
+            after=self._finish,
         )
 
     def _finish(self, records: list[dict]) -> None:
@@ -116,8 +121,10 @@ class LungMapJob:
         with atomic_write(self.output_dir / "lungs_no_lung.txt") as tmp:
             Path(tmp).write_text("".join(f"{s}\n" for s in no_lung))
         if no_lung:
-            logger.warning("lungs: no lung found in %d image(s), listed in %s", len(no_lung),
-                           self.output_dir / "lungs_no_lung.txt")
+            logger.warning(
+                "lungs: no lung found in %d image(s), listed in %s", len(no_lung), self.output_dir / "lungs_no_lung.txt"
+            )
+
         # QA montage of evenly spaced images with their lung contours; no-lung images framed in red
         def tile(r: dict) -> tuple[np.ndarray, np.ndarray, bool]:
             return read_image(r["source"])[0], read_labels(r["outputs"][0]), "no lung" in r["flags"]

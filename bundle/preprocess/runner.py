@@ -106,8 +106,14 @@ def _run_chunk(
     """Worker side: skip, compute or fail each item; never raises for a bad item."""
     records = []
     for item in items:
-        rec: dict[str, Any] = {"source": item.source, "outputs": list(item.outputs), "status": "", "reason": "",
-                               "flags": [], "seconds": 0.0}
+        rec: dict[str, Any] = {
+            "source": item.source,
+            "outputs": list(item.outputs),
+            "status": "",
+            "reason": "",
+            "flags": [],
+            "seconds": 0.0,
+        }
         t0 = time.perf_counter()
         try:
             if not overwrite and _outputs_valid(item, is_valid):
@@ -160,8 +166,9 @@ def _write_reports(report_dir: Path, name: str, records: list[dict], summary: di
             w = csv.writer(fh)
             w.writerow(["source", "status", "reason", "flags", "outputs", "seconds"])
             for r in records:
-                w.writerow([r["source"], r["status"], r["reason"], ";".join(r["flags"]), ";".join(r["outputs"]),
-                            r["seconds"]])
+                w.writerow(
+                    [r["source"], r["status"], r["reason"], ";".join(r["flags"]), ";".join(r["outputs"]), r["seconds"]]
+                )
 
 
 def _summarise(records: Iterable[dict]) -> dict:
@@ -193,7 +200,14 @@ def _gather(records: list[dict], rank: int, world: int, timeout_s: float) -> lis
 
 def _failed(chunk: Sequence[WorkItem], reason: str) -> list[dict]:
     return [
-        {"source": it.source, "outputs": list(it.outputs), "status": FAILED, "reason": reason, "flags": [], "seconds": 0.0}
+        {
+            "source": it.source,
+            "outputs": list(it.outputs),
+            "status": FAILED,
+            "reason": reason,
+            "flags": [],
+            "seconds": 0.0,
+        }
         for it in chunk
     ]
 
@@ -277,8 +291,14 @@ def run_offline_job(
     num_workers = max(0, min(int(num_workers), len(mine)))
     carried = _previous_flags(report_dir, name)
 
-    bar = tqdm(total=len(mine), desc=f"{name} [rank {rank}/{world}]" if world > 1 else name,
-               position=rank if world > 1 else None, disable=not progress, unit="img", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(mine),
+        desc=f"{name} [rank {rank}/{world}]" if world > 1 else name,
+        position=rank if world > 1 else None,
+        disable=not progress,
+        unit="img",
+        dynamic_ncols=True,
+    )
     chunks = [mine[i : i + chunk_size] for i in range(0, len(mine), chunk_size)]
     records: list[dict] = []
     t0 = time.perf_counter()
@@ -301,16 +321,33 @@ def run_offline_job(
 
     seconds = round(time.perf_counter() - t0, 2)
     own = _summarise(records)
-    logger.info("%s rank %d/%d: %d items, %d done, %d skipped, %d failed in %.1f s", name, rank, world,
-                own["total"], own[DONE], own[SKIPPED], own[FAILED], seconds)
-    _write_json(report_dir / f"{name}_report.rank{rank}.json",
-                {"summary": {**own, "rank": rank, "world_size": world, "seconds": seconds}, "records": records})
+    logger.info(
+        "%s rank %d/%d: %d items, %d done, %d skipped, %d failed in %.1f s",
+        name,
+        rank,
+        world,
+        own["total"],
+        own[DONE],
+        own[SKIPPED],
+        own[FAILED],
+        seconds,
+    )
+    _write_json(
+        report_dir / f"{name}_report.rank{rank}.json",
+        {"summary": {**own, "rank": rank, "world_size": world, "seconds": seconds}, "records": records},
+    )
 
     try:
         everything = _gather(records, rank, world, dist_timeout_s) if world > 1 else records
     except Exception as e:  # e.g. RANK/WORLD_SIZE set by hand without MASTER_ADDR: the rank reports still hold it all
-        logger.warning("%s: could not gather the ranks' reports (%s: %s); see %s_report.rank*.json in %s", name,
-                       type(e).__name__, e, name, report_dir)
+        logger.warning(
+            "%s: could not gather the ranks' reports (%s: %s); see %s_report.rank*.json in %s",
+            name,
+            type(e).__name__,
+            e,
+            name,
+            report_dir,
+        )
         return own
     if everything is None:
         return own
@@ -322,9 +359,16 @@ def run_offline_job(
     for source, reason in summary["failures"]:
         logger.warning("%s failed for %s: %s", name, source, reason)
     flags = ", ".join(f"{n} {f}" for f, n in summary["flags"].items())
-    logger.info("%s finished: %d items, %d done, %d skipped (already valid), %d failed%s; report %s", name,
-                summary["total"], summary[DONE], summary[SKIPPED], summary[FAILED], f", flagged: {flags}" if flags
-                else "", summary["report"])
+    logger.info(
+        "%s finished: %d items, %d done, %d skipped (already valid), %d failed%s; report %s",
+        name,
+        summary["total"],
+        summary[DONE],
+        summary[SKIPPED],
+        summary[FAILED],
+        f", flagged: {flags}" if flags else "",
+        summary["report"],
+    )
     if after is not None:
         after(everything)
     return summary

@@ -30,7 +30,9 @@ def _unit_field(rng: np.random.RandomState, shape: tuple[int, int], sigma) -> np
     return (f - f.mean()) / max(float(f.std()), 1e-12)
 
 
-def _streak_field(rng: np.random.RandomState, shape: tuple[int, int], along: float, across: float, angle: float) -> np.ndarray:
+def _streak_field(
+    rng: np.random.RandomState, shape: tuple[int, int], along: float, across: float, angle: float
+) -> np.ndarray:
     """Unit noise stretched along a direction rising ``angle`` degrees to the right (sigmas in px)."""
     h, w = shape
     n = int(np.ceil(np.hypot(h, w))) + 8
@@ -41,7 +43,9 @@ def _streak_field(rng: np.random.RandomState, shape: tuple[int, int], along: flo
     return (f - f.mean()) / max(float(f.std()), 1e-12)
 
 
-def procedural_brush(shape: tuple[int, int] = BRUSH_SHAPE, seed: int = 0, angle: float = 12.0, mean: float = 0.06) -> np.ndarray:
+def procedural_brush(
+    shape: tuple[int, int] = BRUSH_SHAPE, seed: int = 0, angle: float = 12.0, mean: float = 0.06
+) -> np.ndarray:
     """Make a cloudy streak brush texture: a blotchy diagonal streak with a bright core, on black.
 
     Built to look like, and have the statistics of, the published ART-ASyn brush (ALGORITHM.md
@@ -70,18 +74,27 @@ def procedural_brush(shape: tuple[int, int] = BRUSH_SHAPE, seed: int = 0, angle:
     v = (xx - 0.5 * w) * np.sin(th) + (yy - 0.55 * h) * np.cos(th)
     # haze: blotchy clouds over the left and middle of the band
     envelope = np.exp(-0.5 * ((u + 0.15 * w) / (0.32 * w)) ** 2 - 0.5 * (v / (0.28 * h)) ** 2)
-    cloud = envelope * np.clip(0.6 + 0.5 * _unit_field(rng, shape, 5.0) + 0.3 * _unit_field(rng, shape, 2.0), 0.0, None) ** 2
+    cloud = (
+        envelope
+        * np.clip(0.6 + 0.5 * _unit_field(rng, shape, 5.0) + 0.3 * _unit_field(rng, shape, 2.0), 0.0, None) ** 2
+    )
     # wisps: thin streaks along the band
     wisps = np.clip(_streak_field(rng, shape, 14.0, 1.4, angle), 0.0, None) ** 2
     wisps *= np.exp(-0.5 * (v / (0.22 * h)) ** 2) * np.clip(1.0 - (u / (0.5 * w)) ** 2, 0.0, None)
     # core: a flat-topped elongated ridge, brighter towards its right end, slightly ragged
     cu, cv = 0.22 * w, 0.16 * h
     core = np.exp(-0.5 * ((u - cu) / (0.17 * w)) ** 4 - 0.5 * ((v - cv) / (0.045 * h)) ** 4)
-    core *= np.clip(1.0 + 0.2 * _streak_field(rng, shape, 4.0, 1.0, angle), 0.0, None) * (0.75 + 0.25 * np.tanh((u - cu) / (0.1 * w)))
+    core *= np.clip(1.0 + 0.2 * _streak_field(rng, shape, 4.0, 1.0, angle), 0.0, None) * (
+        0.75 + 0.25 * np.tanh((u - cu) / (0.1 * w))
+    )
     # blotches: a few small bright spots scattered above the core
     blotches = np.zeros(shape)
     for _ in range(10):
-        by, bx, r = rng.uniform(0.15 * h, 0.7 * h), rng.uniform(0.3 * w, 0.8 * w), rng.uniform(1.5, 3.5) * h / BRUSH_SHAPE[0]
+        by, bx, r = (
+            rng.uniform(0.15 * h, 0.7 * h),
+            rng.uniform(0.3 * w, 0.8 * w),
+            rng.uniform(1.5, 3.5) * h / BRUSH_SHAPE[0],
+        )
         blotches += rng.uniform(0.25, 0.8) * np.exp(-0.5 * (((yy - by) / r) ** 2 + ((xx - bx) / (1.8 * r)) ** 2))
     tex = 0.3 * cloud / max(cloud.max(), 1e-12) + 0.3 * wisps / max(wisps.max(), 1e-12) + core + 0.5 * blotches
     tex = np.clip(tex / np.percentile(tex[core > 0.5], 90), 0.0, 1.0)  # the core saturates
@@ -100,7 +113,9 @@ def load_brush(path: str | Path) -> np.ndarray:
     tex, _ = read_image(str(path))
     tex = np.asarray(tex, dtype=np.float32)
     if tex.ndim != 2 or min(tex.shape) < 4 or not tex.max() > 0:
-        raise ValueError(f"brush texture {path}: need a non-black 2D grey image of at least 4x4 px, got shape {tex.shape}")
+        raise ValueError(
+            f"brush texture {path}: need a non-black 2D grey image of at least 4x4 px, got shape {tex.shape}"
+        )
     return tex / tex.max()
 
 
@@ -193,7 +208,9 @@ class StampBank:
         bottom, right = top + self.shapes[variant, 0], left + self.shapes[variant, 1]
         weight = -np.log1p(-np.asarray(opacity, np.float64))
         patches, multiply, add = self.patches, np.multiply, np.add
-        boxes = zip(variant.tolist(), top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), weight.tolist(), strict=True)
+        boxes = zip(
+            variant.tolist(), top.tolist(), bottom.tolist(), left.tolist(), right.tolist(), weight.tolist(), strict=True
+        )
         for v, y, y2, x, x2, wt in boxes:
             view = canvas[y:y2, x:x2]
             add(view, multiply(patches[v], wt), out=view)  # no write-back of the view, unlike `canvas[...] +=`
@@ -205,7 +222,9 @@ _BANKS: OrderedDict = OrderedDict()
 _BANKS_LOCK = threading.Lock()  # ThreadDataLoader workers share the cache
 
 
-def quantization_tone(opacity_range: tuple[float, float], flow_range: tuple[float, float], levels: int = 255, n: int = 256) -> np.ndarray:
+def quantization_tone(
+    opacity_range: tuple[float, float], flow_range: tuple[float, float], levels: int = 255, n: int = 256
+) -> np.ndarray:
     """Texel tone curve that makes a :class:`StampBank` stamp deposit what a published stamp deposits, on average.
 
     A published stamp of opacity ``a`` (opacity x flow) covers texel ``t`` with alpha ``a * t``, and
@@ -224,7 +243,9 @@ def quantization_tone(opacity_range: tuple[float, float], flow_range: tuple[floa
         (n,) float32 increasing curve, 0 at 0.
     """
     q = (np.arange(64) + 0.5) / 64  # midpoint quantiles of both uniform draws
-    a = (opacity_range[0] + q[:, None] * (opacity_range[1] - opacity_range[0])) * (flow_range[0] + q[None, :] * (flow_range[1] - flow_range[0]))
+    a = (opacity_range[0] + q[:, None] * (opacity_range[1] - opacity_range[0])) * (
+        flow_range[0] + q[None, :] * (flow_range[1] - flow_range[0])
+    )
     a = np.clip(a.ravel(), 0.0, 1.0 - 1e-6)
     t = np.linspace(0.0, 1.0, n)
     if levels:
@@ -237,13 +258,21 @@ def quantization_tone(opacity_range: tuple[float, float], flow_range: tuple[floa
     return np.interp(target, coverage, grid).astype(np.float32)
 
 
-def stamp_bank(texture: np.ndarray, texture_key, widths, scales, n_angles: int, tone: np.ndarray | None = None, tone_key=None) -> StampBank:
+def stamp_bank(
+    texture: np.ndarray, texture_key, widths, scales, n_angles: int, tone: np.ndarray | None = None, tone_key=None
+) -> StampBank:
     """A cached :class:`StampBank` (a few recent ones per process; building one takes ~0.1 s at 256 px).
 
     ``texture_key`` identifies the texture (e.g. its seed or file name) so it need not be hashed;
     ``tone_key`` likewise identifies ``tone``.
     """
-    key = (texture_key, tuple(round(float(w), 3) for w in widths), tuple(round(float(s), 4) for s in scales), n_angles, tone_key)
+    key = (
+        texture_key,
+        tuple(round(float(w), 3) for w in widths),
+        tuple(round(float(s), 4) for s in scales),
+        n_angles,
+        tone_key,
+    )
     with _BANKS_LOCK:
         bank = _BANKS.get(key)
         if bank is None:

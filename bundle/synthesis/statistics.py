@@ -10,7 +10,9 @@ from scipy import ndimage as ndi
 __all__ = ["anomaly_statistics", "summarize_statistics"]
 
 
-def anomaly_statistics(image: np.ndarray, anomalous: np.ndarray, mask: np.ndarray, lung: np.ndarray) -> dict[str, float]:
+def anomaly_statistics(
+    image: np.ndarray, anomalous: np.ndarray, mask: np.ndarray, lung: np.ndarray
+) -> dict[str, float]:
     """Size and strength of one synthetic anomaly (what ``benchmarks/bench_synthesis.py`` compares).
 
     Args:
@@ -50,7 +52,9 @@ def summarize_statistics(per_draw: Sequence[Mapping[str, float]]) -> dict[str, f
         "area_q90": float(np.percentile(col["area"], 90)),
         "mean_in_mask": float(col["mean_in_mask"][nonempty].mean()) if nonempty.any() else 0.0,
         "per_lung_pixel": float(col["per_lung_pixel"].mean()),
-        "outside_share": float((col["outside_share"] * col["per_lung_pixel"]).sum() / max(col["per_lung_pixel"].sum(), 1e-12)),
+        "outside_share": float(
+            (col["outside_share"] * col["per_lung_pixel"]).sum() / max(col["per_lung_pixel"].sum(), 1e-12)
+        ),
         "pieces_median": float(np.median(col["pieces"])),
         "empty": float((~nonempty).sum()),
     }

@@ -150,15 +150,22 @@ class TextureAnomalyParams:
     def __post_init__(self) -> None:
         counts = np.asarray(self.stroke_counts)
         if counts.size == 0 or (counts < 0).any() or not (counts > 0).any():
-            raise ValueError(f"stroke_counts needs at least one positive count and no negative ones, got {self.stroke_counts}")
+            raise ValueError(
+                f"stroke_counts needs at least one positive count and no negative ones, got {self.stroke_counts}"
+            )
         if not 0.0 <= self.zero_stroke_prob < 1.0:
             raise ValueError(f"zero_stroke_prob must be in [0, 1), got {self.zero_stroke_prob}")
         if not 0.0 < self.min_width_fraction <= 1.0 or self.stamp_spacing <= 0:
             raise ValueError("min_width_fraction must be in (0, 1] and stamp_spacing > 0")
         if set(self.composite_order) - set("BCD"):
             raise ValueError(f"composite_order may only contain B, C, D, got {self.composite_order!r}")
-        if min(self.curve_samples - 1, self.crystal_seeds, self.width_steps, self.angle_steps) < 1 or self.max_paint_size < 16:
-            raise ValueError("curve_samples >= 2, crystal_seeds, width_steps, angle_steps >= 1 and max_paint_size >= 16 are required")
+        if (
+            min(self.curve_samples - 1, self.crystal_seeds, self.width_steps, self.angle_steps) < 1
+            or self.max_paint_size < 16
+        ):
+            raise ValueError(
+                "curve_samples >= 2, crystal_seeds, width_steps, angle_steps >= 1 and max_paint_size >= 16 are required"
+            )
 
 
 DEFAULT_PARAMS = TextureAnomalyParams()
@@ -185,7 +192,9 @@ def lung_margin(shape: Sequence[int], params: TextureAnomalyParams | None = None
     return half + radius
 
 
-def soft_lung_mask(lung: np.ndarray, params: TextureAnomalyParams | None = None, scale: float | None = None) -> np.ndarray:
+def soft_lung_mask(
+    lung: np.ndarray, params: TextureAnomalyParams | None = None, scale: float | None = None
+) -> np.ndarray:
     """Lung mask dilated with a square and blurred with a truncated Gaussian, in [0, 1].
 
     Args:
@@ -200,7 +209,9 @@ def soft_lung_mask(lung: np.ndarray, params: TextureAnomalyParams | None = None,
     half, sigma, radius = _lung_filter_sizes(_scale(lung.shape, params) if scale is None else scale, params)
     m = (lung > 0).astype(np.uint8)
     if half > 0:
-        m = ndi.maximum_filter1d(ndi.maximum_filter1d(m, 2 * half + 1, axis=0, mode="constant"), 2 * half + 1, axis=1, mode="constant")
+        m = ndi.maximum_filter1d(
+            ndi.maximum_filter1d(m, 2 * half + 1, axis=0, mode="constant"), 2 * half + 1, axis=1, mode="constant"
+        )
     m = m.astype(np.float32)
     return _smooth(m, sigma, reach=radius) if radius > 0 else m
 
@@ -299,7 +310,10 @@ def _crystallize(
     block_sizes[:, -1] = (w - (ws - 1) * factor) * factor
     block_sizes[-1, -1] = (h - (hs - 1) * factor) * (w - (ws - 1) * factor)
     sizes = np.maximum(np.bincount(cells, weights=block_sizes.ravel(), minlength=n_seeds), 1)
-    return [(np.bincount(cells, weights=block_sums(a), minlength=n_seeds) / sizes).astype(np.float32)[cells_small] for a in layers]
+    return [
+        (np.bincount(cells, weights=block_sums(a), minlength=n_seeds) / sizes).astype(np.float32)[cells_small]
+        for a in layers
+    ]
 
 
 def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.random.RandomState) -> np.ndarray:
@@ -313,7 +327,9 @@ def _draw_stroke_counts(n_lungs: int, params: TextureAnomalyParams, rng: np.rand
     positive = choices[choices > 0]
     n_zero = int((choices == 0).sum())
     if n_zero:
-        probs = np.where(choices == 0, params.zero_stroke_prob / n_zero, (1.0 - params.zero_stroke_prob) / positive.size)
+        probs = np.where(
+            choices == 0, params.zero_stroke_prob / n_zero, (1.0 - params.zero_stroke_prob) / positive.size
+        )
     else:
         probs = np.full(choices.size, 1.0 / choices.size)
     for _ in range(16):
@@ -338,7 +354,9 @@ class Brush:
             self.key = ("array", hashlib.sha1(self.texture.tobytes()).hexdigest(), self.texture.shape)
         else:
             if not Path(brush).is_file():
-                raise FileNotFoundError(f"brush texture {brush} not found (the 'brush' option: a grayscale image file, or None)")
+                raise FileNotFoundError(
+                    f"brush texture {brush} not found (the 'brush' option: a grayscale image file, or None)"
+                )
             self.texture, self.key = load_brush(brush), ("file", str(Path(brush).absolute()))
 
 
@@ -352,7 +370,12 @@ def default_brush(seed: int = 0) -> Brush:
 
 
 def _paint_strokes(
-    lung: np.ndarray, labels: np.ndarray, s: float, params: TextureAnomalyParams, brush: Brush, rng: np.random.RandomState
+    lung: np.ndarray,
+    labels: np.ndarray,
+    s: float,
+    params: TextureAnomalyParams,
+    brush: Brush,
+    rng: np.random.RandomState,
 ) -> tuple[np.ndarray, int]:
     """Layer A: Bezier strokes of jittered stamps between random lung points. Returns (alpha, strokes)."""
     h, w = lung.shape
@@ -387,8 +410,15 @@ def _paint_strokes(
     bins = lo + (1 - lo) * (np.arange(steps) + 0.5) / steps
     tone_key = (params.opacity_range, params.flow_range, params.alpha_levels)
     tone = _tone(*tone_key)
-    bank = stamp_bank(brush.texture, brush.key, tuple(bw * paint_scale for bw in params.brush_widths), tuple(bins),
-                      params.angle_steps, tone, tone_key)
+    bank = stamp_bank(
+        brush.texture,
+        brush.key,
+        tuple(bw * paint_scale for bw in params.brush_widths),
+        tuple(bins),
+        params.angle_steps,
+        tone,
+        tone_key,
+    )
     rows, cols, variants, alphas = [], [], [], []
     for b, base_width in enumerate(params.brush_widths):
         pts, _ = _stamp_points(curves, lengths, base_width * s, params, rng)
@@ -401,7 +431,9 @@ def _paint_strokes(
         cols.append(np.clip(np.rint(pts[:, 1]), 0, paint_shape[1] - 1).astype(np.int64))
         scale_bin = np.minimum(((frac - lo) / max(1 - lo, 1e-9) * steps).astype(np.int64), steps - 1)
         variants.append(bank.variant(b, scale_bin, np.rint(angle).astype(np.int64) % params.angle_steps))
-    a = bank.paint(paint_shape, np.concatenate(rows), np.concatenate(cols), np.concatenate(variants), np.concatenate(alphas))
+    a = bank.paint(
+        paint_shape, np.concatenate(rows), np.concatenate(cols), np.concatenate(variants), np.concatenate(alphas)
+    )
     if f > 1:
         a = _upsample(a, f, (h, w))
     return _truncated(a * np.float32(params.layer_alpha), params), int(counts.sum())
@@ -579,7 +611,9 @@ def prepare(image: np.ndarray, lung: np.ndarray, params: TextureAnomalyParams) -
     roi = (slice(r0, r1), slice(c0, c1))
     img, lung_roi = image[roi], lung[roi]
     weight = soft_lung_mask(lung_roi, params, s)
-    weight *= (np.float32(params.rib_weight) * img + np.float32(1.0 - params.rib_weight)) * np.float32(params.alpha_gain)
+    weight *= (np.float32(params.rib_weight) * img + np.float32(1.0 - params.rib_weight)) * np.float32(
+        params.alpha_gain
+    )
     n_seeds = max(1, int(round(params.crystal_seeds * img.size / image.size)))
     return Prepared(image, labels, int(sizes[labels].sum()), roi, lung_roi, s, grey, n_seeds, weight)
 

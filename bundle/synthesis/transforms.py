@@ -45,7 +45,12 @@ class RandTextureAnomaly(RandomizableTransform):
     """
 
     def __init__(
-        self, prob: float = 1.0, brush: str | np.ndarray | None = None, brush_seed: int = 0, max_attempts: int = 4, **params: Any
+        self,
+        prob: float = 1.0,
+        brush: str | np.ndarray | None = None,
+        brush_seed: int = 0,
+        max_attempts: int = 4,
+        **params: Any,
     ) -> None:
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob}")
@@ -137,14 +142,18 @@ class RandTextureAnomalyd(Randomizable, MapTransform):
         else:
             low, high = (int(v) for v in num_variants)
         if low < 0 or high < low or (high == 0 and not include_healthy):
-            raise ValueError(f"num_variants must be an int >= 0 or a (low, high) range, with at least one sample; got {num_variants}")
+            raise ValueError(
+                f"num_variants must be an int >= 0 or a (low, high) range, with at least one sample; got {num_variants}"
+            )
         self.lung_key, self.target_key, self.mask_key, self.meta_key = lung_key, target_key, mask_key, meta_key
         self.num_variants = (low, high)
         self.include_healthy = include_healthy
         self.synth = RandTextureAnomaly(prob=prob, **kwargs)
         self._count = low
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> "RandTextureAnomalyd":
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> "RandTextureAnomalyd":
         super().set_random_state(seed, state)
         self.synth.set_random_state(seed, state)
         return self

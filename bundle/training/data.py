@@ -3,7 +3,8 @@
 Training batches always pair each healthy image with its anomalous variants (healthy copy first, target =
 the healthy image for all): online, ``RandTextureAnomalyd(num_variants=(1, 3), include_healthy=True)`` makes
 them; offline, :class:`OfflineVariantsd` reads the variants written by
-``python -m monai.bundle run synthesize --config_file configs/preprocess.json`` (see :mod:`bundle.preprocess.anomalies`).
+``python -m monai.bundle run synthesize --config_file configs/preprocess.json`` (see
+:mod:`bundle.preprocess.anomalies`).
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def training_split(
         val = [dict(e, label=image_label(e)) for e in validation if image_label(e) is not None]
         logger.info(
             "validation: the dataset's own validation split (%d healthy, %d diseased, %d with masks).",
-            labels.count(0), labels.count(1), sum(1 for e in val if e["label"] == 1 and e.get("mask")),
+            labels.count(0),
+            labels.count(1),
+            sum(1 for e in val if e["label"] == 1 and e.get("mask")),
         )
         mode = "real"
     else:
@@ -151,7 +154,9 @@ def training_split(
         logger.info(
             "validation: no diseased validation images in the dataset; monitoring on %d healthy training images "
             "and the same images with one fixed, seeded synthetic anomaly each (%s; %d training images).",
-            len(held_out), "held out of training" if hold_out else "they stay in training", len(training),
+            len(held_out),
+            "held out of training" if hold_out else "they stay in training",
+            len(training),
         )
         mode = "synthetic"
     if synthesis == "offline":
@@ -173,7 +178,9 @@ def group_offline_variants(entries: list[Mapping[str, Any]], dataset_dir: str | 
     for entry in entries:
         pairs = by_target.get(os.path.abspath(entry["image"]), [])
         missing += not pairs
-        grouped.append({"image": entry["image"], "variants": [v for v, _ in pairs], "variant_masks": [m for _, m in pairs]})
+        grouped.append(
+            {"image": entry["image"], "variants": [v for v, _ in pairs], "variant_masks": [m for _, m in pairs]}
+        )
     logger.info("offline synthesis: %d variants for %d training images.", len(flat), len(entries))
     if missing:
         logger.warning("offline synthesis: %d training images have no variants (they train as healthy only).", missing)

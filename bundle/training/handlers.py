@@ -185,7 +185,9 @@ class ResumeFromCheckpoint:
         missing = [k for k in objects if k not in checkpoint]
         required = [k for k in missing if k not in self.optional]
         if required:
-            raise KeyError(f"{path}: not a training checkpoint of this bundle: no {required} (holds {sorted(checkpoint)}).")
+            raise KeyError(
+                f"{path}: not a training checkpoint of this bundle: no {required} (holds {sorted(checkpoint)})."
+            )
         for name in missing:
             logger.warning("%s holds no %r (saved by an older version): it starts afresh.", path, name)
         prior_max_epochs = engine.state.max_epochs
@@ -304,7 +306,11 @@ class ModelSaver:
         else:
             logger.info(
                 "resumed: best %s %.6g (epoch %s, iteration %s); %s is replaced only by a better model.",
-                self.key_metric, self.best_metric, self.best_epoch, self.best_iteration, self.best_path.name,
+                self.key_metric,
+                self.best_metric,
+                self.best_epoch,
+                self.best_iteration,
+                self.best_path.name,
             )
 
     def _adopt_newer_record(self) -> None:
@@ -319,8 +325,12 @@ class ModelSaver:
             return
         if record.get("run_id") != self.run_id or not self._better(value, strict=True):
             return
-        logger.info("%s records a better %s (%.6g) than the checkpoint: kept as the record.", self.record_path,
-                    record.get("key_metric"), value)
+        logger.info(
+            "%s records a better %s (%.6g) than the checkpoint: kept as the record.",
+            self.record_path,
+            record.get("key_metric"),
+            value,
+        )
         self.key_metric = record.get("key_metric", self.key_metric)
         self.best_metric, self.best_epoch, self.best_iteration = value, record.get("epoch"), record.get("iteration")
 
@@ -340,12 +350,18 @@ class ModelSaver:
         elif self.best_path.is_file() and self.best_metric is not None:
             with atomic_write(self.model_path) as tmp:
                 tmp.write_bytes(self.best_path.read_bytes())
-            logger.info("%s = best validation weights (%s %.6g, iteration %s).", self.model_path, self.key_metric,
-                        self.best_metric, self.best_iteration)
+            logger.info(
+                "%s = best validation weights (%s %.6g, iteration %s).",
+                self.model_path,
+                self.key_metric,
+                self.best_metric,
+                self.best_iteration,
+            )
         else:
             self._write(self.model_path)
-            logger.warning("select_best_model: no validation result to select from; %s holds the final weights.",
-                           self.model_path)
+            logger.warning(
+                "select_best_model: no validation result to select from; %s holds the final weights.", self.model_path
+            )
 
     def save_best(self, evaluator: Engine) -> None:
         """Validation EPOCH_COMPLETED: replace ``model_best.pt`` (and ``model.pt`` with ``select_best``) if better."""
@@ -354,27 +370,45 @@ class ModelSaver:
         try:
             value = float(value)
         except (TypeError, ValueError):
-            logger.warning("validation gave no usable key metric (%s = %r): %s not updated.", name, value,
-                           self.best_path.name)
+            logger.warning(
+                "validation gave no usable key metric (%s = %r): %s not updated.", name, value, self.best_path.name
+            )
             return
         # the trainer's counters (MONAI's ValidationHandler also gives the evaluator the trainer's epoch)
         iteration = self.trainer.state.iteration if self.trainer is not None else None
         epoch = self.trainer.state.epoch if self.trainer is not None else evaluator.state.epoch
         if not self._better(value):
-            logger.info("%s %.6g does not beat the best %.6g (iteration %s): %s kept.", name, value,
-                        self.best_metric, self.best_iteration, self.best_path.name)
+            logger.info(
+                "%s %.6g does not beat the best %.6g (iteration %s): %s kept.",
+                name,
+                value,
+                self.best_metric,
+                self.best_iteration,
+                self.best_path.name,
+            )
             return
         self.key_metric, self.best_metric = name, value
         self.best_epoch, self.best_iteration = int(epoch), iteration
         self._write(self.best_path)
-        record = {"key_metric": name, "value": value, "epoch": self.best_epoch, "iteration": iteration,
-                  "run_id": self.run_id}
+        record = {
+            "key_metric": name,
+            "value": value,
+            "epoch": self.best_epoch,
+            "iteration": iteration,
+            "run_id": self.run_id,
+        }
         with atomic_write(self.record_path) as tmp:
             tmp.write_text(json.dumps(record, indent=2))
         if self.select_best:
             self._write(self.model_path)
-        logger.info("best %s %.6g at iteration %s: saved %s%s.", name, value, iteration, self.best_path.name,
-                    f" and {self.model_path.name}" if self.select_best else "")
+        logger.info(
+            "best %s %.6g at iteration %s: saved %s%s.",
+            name,
+            value,
+            iteration,
+            self.best_path.name,
+            f" and {self.model_path.name}" if self.select_best else "",
+        )
 
     def _write(self, path: Path) -> None:
         state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}

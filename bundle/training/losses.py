@@ -94,9 +94,7 @@ class ARTASynLoss(nn.Module):
         weights = dict(weights or {})
         unknown = sorted(set(weights) - set(DEFAULT_LOSS_WEIGHTS))
         if unknown:
-            raise ValueError(
-                f"unknown loss weight name(s) {unknown}; valid names are {sorted(DEFAULT_LOSS_WEIGHTS)}."
-            )
+            raise ValueError(f"unknown loss weight name(s) {unknown}; valid names are {sorted(DEFAULT_LOSS_WEIGHTS)}.")
         self.weights = {**DEFAULT_LOSS_WEIGHTS, **{k: float(v) for k, v in weights.items()}}
         for name, w in self.weights.items():
             if w < 0:

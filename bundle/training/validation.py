@@ -305,8 +305,14 @@ def select_operating_point(
                     if label == 1 and int(batch["has_mask"][i]):
                         gt = torch.as_tensor(batch["mask"][i])
                         for relative, restrict, g in combos:
-                            pred = anomaly_mask(image[i], recon[i], lung=lung_i if restrict else None,
-                                                lung_dilation=dilation, relative=relative, smoothing=g)
+                            pred = anomaly_mask(
+                                image[i],
+                                recon[i],
+                                lung=lung_i if restrict else None,
+                                lung_dilation=dilation,
+                                relative=relative,
+                                smoothing=g,
+                            )
                             dices[(relative, restrict, g)].update(pred, gt)
     finally:
         network.train(was_training)
@@ -326,8 +332,12 @@ def select_operating_point(
         "num_with_masks": len(next(iter(dices.values())).values) if dices else 0,
         "score_auroc": {f"{r}, smoothing={g:g}": v for (r, g), v in auroc.items()},
         # JSON has no infinity: a perfect separation without spread is written as null
-        "score_separation": {f"{r}, smoothing={g:g}": (v if np.isfinite(v) else None) for (r, g), v in separation.items()},
-        "mask_dice": {f"relative={r:g}, lungs={str(k).lower()}, smoothing={g:g}": d for (r, k, g), d in mean_dice.items()},
+        "score_separation": {
+            f"{r}, smoothing={g:g}": (v if np.isfinite(v) else None) for (r, g), v in separation.items()
+        },
+        "mask_dice": {
+            f"relative={r:g}, lungs={str(k).lower()}, smoothing={g:g}": d for (r, k, g), d in mean_dice.items()
+        },
     }
     if mean_dice:
         relative, restrict, g = max(mean_dice, key=lambda c: (mean_dice[c], -combos.index(c)))

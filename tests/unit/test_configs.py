@@ -98,6 +98,16 @@ def test_defaults_are_the_published_recipe():
     assert list(parser["network_def"]["channels"]) == [32, 64, 128, 256, 512] and get("network_def#num_res_units") == 2
     assert get("num_iterations") == 100000 and get("epoch_length") == 1000
     assert get("train#trainer#max_epochs") * get("epoch_length") == 100000
-    assert (get("learning_rate"), get("weight_decay"), get("lr_policy"), get("use_ema")) == (1e-4, 0.0, "constant", False)
-    assert (get("batch_size"), list(get("num_variants")), get("include_healthy"), get("image_size")) == (4, [1, 3], True, 256)
+    assert (get("learning_rate"), get("weight_decay"), get("lr_policy"), get("use_ema")) == (
+        1e-4,
+        0.0,
+        "constant",
+        False,
+    )
+    assert (get("batch_size"), list(get("num_variants")), get("include_healthy"), get("image_size")) == (
+        4,
+        [1, 3],
+        True,
+        256,
+    )
     assert get("ckpt_interval") == 5000 and get("val_interval") * get("epoch_length") == 5000

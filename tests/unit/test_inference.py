@@ -24,4 +24,8 @@ def test_inference_datalist_scan_rules(tmp_path):
     with pytest.raises(FileNotFoundError):
         inference_datalist(root / "missing")
     stems = output_stems([str(root / "a/x.png"), str(root / "a/x.dcm"), str(root / "a/b/y.nii.gz")], root)
-    assert stems == {str(root / "a/x.png"): "a/x_png", str(root / "a/x.dcm"): "a/x_dcm", str(root / "a/b/y.nii.gz"): "a/b/y"}
+    assert stems == {
+        str(root / "a/x.png"): "a/x_png",
+        str(root / "a/x.dcm"): "a/x_dcm",
+        str(root / "a/b/y.nii.gz"): "a/b/y",
+    }

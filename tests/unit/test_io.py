@@ -78,7 +78,16 @@ WINDOW = {"WindowCenter": [1510.5, 40], "WindowWidth": [1021, 400]}  # first val
 
 
 def write_case(case: str, d):
+    """Write the test pattern as the file format ``case`` names, in folder ``d``; returns its path."""
     k = pattern()
+    if case.startswith("dcm_"):
+        return _write_dicom_case(case, d, k)
+    if case.startswith("nii"):
+        return _write_nifti_case(case, d, k)
+    return _write_raster_case(case, d, k)
+
+
+def _write_raster_case(case: str, d, k):
     if case == "png8":
         write_png(d / "a.png", k)  # uint8 written losslessly
         return d / "a.png"
@@ -104,6 +113,10 @@ def write_case(case: str, d):
     if case == "tiff16":
         _pil(d / "a.tiff", k.astype(np.uint16) * 257)
         return d / "a.tiff"
+    raise AssertionError(case)
+
+
+def _write_dicom_case(case: str, d, k):
     if case == "dcm_mono2":
         write_dicom(d / "a.dcm", k)
     elif case == "dcm_mono1":
@@ -120,8 +133,14 @@ def write_case(case: str, d):
         s = _window_stored()
         write_dicom(d / "a.dcm", (s - 100) // 2, bits_stored=12, RescaleSlope=2, RescaleIntercept=100, **WINDOW)
     elif case == "dcm_mono1_window":
-        write_dicom(d / "a.dcm", 4095 - _window_stored(), bits_stored=12, photometric="MONOCHROME1",
-               WindowCenter=4095 - 1510.5 + 1, WindowWidth=1021)
+        write_dicom(
+            d / "a.dcm",
+            4095 - _window_stored(),
+            bits_stored=12,
+            photometric="MONOCHROME1",
+            WindowCenter=4095 - 1510.5 + 1,
+            WindowWidth=1021,
+        )
     elif case == "dcm_voi_lut":
         write_dicom(d / "a.dcm", 255 - k, VOILUTSequence=_voi_lut_dataset(), **WINDOW)  # LUT preferred to window
     elif case == "dcm_voi_lut_ow":  # 4096-entry LUT with 8-bit output stored as OW words
@@ -138,28 +157,37 @@ def write_case(case: str, d):
     elif case == "dcm_no_preamble":
         write_dicom(d / "a.dcm", k, preamble=False)
     elif case in ("dcm_rle", "dcm_j2k", "dcm_jpegls"):
-        import pydicom
-        from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
-
-        syntax = {"dcm_rle": RLELossless, "dcm_j2k": JPEG2000Lossless, "dcm_jpegls": JPEGLSLossless}[case]
-        if case != "dcm_rle":  # pydicom 3 encodes these with pylibjpeg-openjpeg / pyjpegls; 2.4 only RLE
-            pixels = pytest.importorskip("pydicom.pixels", reason="JPEG encoders need pydicom 3")
-            if not pixels.get_encoder(syntax).is_available:
-                pytest.skip(f"no encoder for {syntax.name} installed (pyjpegls / pylibjpeg-openjpeg)")
-        ds = write_dicom(d / "a.dcm", k.astype(np.uint16) * 16, bits_stored=12)
-        ds.compress(syntax)
-        save(ds, d / "a.dcm")
-        assert pydicom.dcmread(d / "a.dcm").file_meta.TransferSyntaxUID == syntax
-    elif case == "nii2d":
-        _nifti(d / "a.nii", k.T)
-        return d / "a.nii"
-    elif case in ("nii3d_last", "nii3d_first"):
-        data = k.T[..., None] if case == "nii3d_last" else k.T[None]
-        _nifti(d / "a.nii.gz", data.astype(np.float32) * 4 + 10)  # float out of [0, 1]: min-max
-        return d / "a.nii.gz"
+        _write_compressed_dicom(case, d, k)
     else:
         raise AssertionError(case)
     return d / "a.dcm"
+
+
+def _write_compressed_dicom(case: str, d, k) -> None:
+    """The pattern as a 12-bit DICOM in a lossless compressed transfer syntax (RLE, JPEG 2000 or JPEG-LS)."""
+    import pydicom
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    syntax = {"dcm_rle": RLELossless, "dcm_j2k": JPEG2000Lossless, "dcm_jpegls": JPEGLSLossless}[case]
+    if case != "dcm_rle":  # pydicom 3 encodes these with pylibjpeg-openjpeg / pyjpegls; 2.4 only RLE
+        pixels = pytest.importorskip("pydicom.pixels", reason="JPEG encoders need pydicom 3")
+        if not pixels.get_encoder(syntax).is_available:
+            pytest.skip(f"no encoder for {syntax.name} installed (pyjpegls / pylibjpeg-openjpeg)")
+    ds = write_dicom(d / "a.dcm", k.astype(np.uint16) * 16, bits_stored=12)
+    ds.compress(syntax)
+    save(ds, d / "a.dcm")
+    assert pydicom.dcmread(d / "a.dcm").file_meta.TransferSyntaxUID == syntax
+
+
+def _write_nifti_case(case: str, d, k):
+    if case == "nii2d":
+        _nifti(d / "a.nii", k.T)
+        return d / "a.nii"
+    if case in ("nii3d_last", "nii3d_first"):
+        data = k.T[..., None] if case == "nii3d_last" else k.T[None]
+        _nifti(d / "a.nii.gz", data.astype(np.float32) * 4 + 10)  # float out of [0, 1]: min-max
+        return d / "a.nii.gz"
+    raise AssertionError(case)
 
 
 def _nifti(path, data):
@@ -235,8 +263,16 @@ def test_window_matches_standard_and_pydicom(function, tmp_path):
     apply_modality_lut, apply_windowing, _ = _pydicom_luts()
     stored = np.arange(H * W, dtype=np.int64).reshape(H, W) % 4096
     c, w = 2100.0, 1500.0
-    write_dicom(tmp_path / "w.dcm", stored, bits_stored=12, RescaleSlope=0.5, RescaleIntercept=-20,
-                WindowCenter=c, WindowWidth=w, VOILUTFunction=function)
+    write_dicom(
+        tmp_path / "w.dcm",
+        stored,
+        bits_stored=12,
+        RescaleSlope=0.5,
+        RescaleIntercept=-20,
+        WindowCenter=c,
+        WindowWidth=w,
+        VOILUTFunction=function,
+    )
     image, meta = read_image(tmp_path / "w.dcm")
     assert meta["intensity"] == f"window_{function.lower()}"
     v = stored * 0.5 - 20
@@ -385,7 +421,9 @@ def test_write_nifti_like_meta_overlays_input(case, tmp_path):
     out = write_nifti(tmp_path / "mask.nii.gz", mask, like_meta=meta)
     a, b = nib.load(str(src)), nib.load(str(out))
     assert a.shape == b.shape and np.allclose(a.affine, b.affine)
-    assert np.array_equal(np.asarray(b.dataobj), (np.asarray(a.dataobj) > np.asarray(a.dataobj).max() * 0.9).astype(np.uint8))
+    assert np.array_equal(
+        np.asarray(b.dataobj), (np.asarray(a.dataobj) > np.asarray(a.dataobj).max() * 0.9).astype(np.uint8)
+    )
     assert np.array_equal(read_labels(out), mask)
     with pytest.raises(ValueError, match="restore"):
         write_nifti(tmp_path / "wrong.nii.gz", mask[:-1], like_meta=meta)

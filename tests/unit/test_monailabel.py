@@ -15,15 +15,26 @@ def _item(fmt: str, score: float = 0.02, lungs=2, **extra) -> dict:
     image = MetaTensor(torch.zeros(1, 4, 5), meta={"format": fmt})
     pred = torch.zeros(5, 4, dtype=torch.uint8)
     pred[:2, :3] = 1  # 6 of 20 pixels
-    return {"image": image, "pred": pred, "score": torch.tensor(score, dtype=torch.float64), "lungs_found": lungs, **extra}
+    return {
+        "image": image,
+        "pred": pred,
+        "score": torch.tensor(score, dtype=torch.float64),
+        "lungs_found": lungs,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("threshold, label", [(None, None), (0.01, 1), (0.05, 0), (0.02, 1)])
 def test_result_fields(threshold, label):
     d = MONAILabelResultd(keys="score", score_threshold=threshold, score_rule="mean")(_item("png", result={"keep": 1}))
     assert d["result"] == {
-        "keep": 1, "score": pytest.approx(0.02), "score_rule": "mean", "score_threshold": threshold,
-        "predicted_label": label, "lungs_found": 2, "mask_fraction": pytest.approx(0.3),
+        "keep": 1,
+        "score": pytest.approx(0.02),
+        "score_rule": "mean",
+        "score_threshold": threshold,
+        "predicted_label": label,
+        "lungs_found": 2,
+        "mask_fraction": pytest.approx(0.3),
     }
     assert "result_extension" not in d
 

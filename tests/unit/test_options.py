@@ -118,8 +118,13 @@ def _found() -> set[tuple[str, str]]:
 def test_every_boolean_option_is_covered_end_to_end():
     """A new boolean option in any config fails here until it is read by the reader and covered end to end."""
     found = _found()
-    assert {("train.json", "include_healthy"), ("evaluate.json", "calibrate"), ("inference.json", "write_overlays"),
-            ("preprocess.json", "pbtseg#fill_holes"), ("train.json", "amp")} <= found  # the scan sees them
+    assert {
+        ("train.json", "include_healthy"),
+        ("evaluate.json", "calibrate"),
+        ("inference.json", "write_overlays"),
+        ("preprocess.json", "pbtseg#fill_holes"),
+        ("train.json", "amp"),
+    } <= found  # the scan sees them
     missing = sorted(found - set(COVERED) - set(INTERNAL))
     assert not missing, f"boolean options without an end-to-end check in tests/test_options_e2e.py: {missing}"
     stale = sorted(set(COVERED) - found)
@@ -196,8 +201,9 @@ def test_each_boolean_option_stops_the_run_on_a_bad_value(tmp_path, demo_root):
         message = _error(name, tmp_path, demo_root, **{option: "maybe"})
         assert f"--{option}: expected a boolean" in message and "'maybe'" in message, (name, option, message[-500:])
     # good spellings pass, and the config sees a real bool
-    wf = _initialize("evaluate.json", tmp_path, demo_root, calibrate="No", restrict_to_lungs="1",
-                     fail_on_skipped="FALSE")
+    wf = _initialize(
+        "evaluate.json", tmp_path, demo_root, calibrate="No", restrict_to_lungs="1", fail_on_skipped="FALSE"
+    )
     opts = wf.parser.get_parsed_content("options")
     assert (opts.calibrate, opts.restrict_to_lungs, opts.fail_on_skipped) == (False, True, False)
     assert wf.parser.get_parsed_content("validate#report").calibration_path is None
@@ -211,7 +217,11 @@ def test_each_boolean_option_stops_the_run_on_a_bad_value(tmp_path, demo_root):
         ("train.json", {"learning_rate": 0}, "--learning_rate: expected a number in (0, inf), got 0"),
         ("train.json", {"learning_rate": -1e-4}, "--learning_rate: expected a number in (0, inf)"),
         ("train.json", {"score_rule": "median"}, "--score_rule: unknown score rule 'median'"),
-        ("train.json", {"image_size": 40}, "--image_size: image_size 40 is not divisible by the UNet's total stride 16"),
+        (
+            "train.json",
+            {"image_size": 40},
+            "--image_size: image_size 40 is not divisible by the UNet's total stride 16",
+        ),
         ("train.json", {"num_variants": [3, 1]}, "--num_variants: the range [3, 1] is empty"),
         ("train.json", {"synthesis": "sometimes"}, "--synthesis must be one of online, offline"),
         ("train.json", {"dataset_dir": "/nonexistent/dataset"}, "dataset_dir does not exist: /nonexistent/dataset"),
@@ -243,5 +253,9 @@ def test_null_where_an_option_accepts_it(tmp_path, demo_root):
     wf = _initialize("inference.json", tmp_path, demo_root, mask_threshold="None", lung_cache_dir="null")
     opts = wf.parser.get_parsed_content("options")
     assert opts.mask_threshold is None and opts.lung_cache_dir is None
-    assert _initialize("preprocess.json", tmp_path, demo_root, num_workers="null").parser.get_parsed_content(
-        "options").num_workers is None
+    assert (
+        _initialize("preprocess.json", tmp_path, demo_root, num_workers="null")
+        .parser.get_parsed_content("options")
+        .num_workers
+        is None
+    )

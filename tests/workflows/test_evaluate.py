@@ -35,8 +35,15 @@ def _evaluate(dataset_dir: Path, output_dir: Path, model: Path, **overrides) -> 
     from monai.bundle import run
 
     run(
-        "evaluating", config_file=CONFIGS, meta_file=META, dataset_dir=str(dataset_dir), output_dir=str(output_dir),
-        ckpt_path=str(model), threshold_path=str(output_dir / "threshold.json"), val_batch_size=3, **overrides,
+        "evaluating",
+        config_file=CONFIGS,
+        meta_file=META,
+        dataset_dir=str(dataset_dir),
+        output_dir=str(output_dir),
+        ckpt_path=str(model),
+        threshold_path=str(output_dir / "threshold.json"),
+        val_batch_size=3,
+        **overrides,
     )
 
 
@@ -69,8 +76,12 @@ def test_operating_point_selected_after_training_is_used_and_reported(demo_root,
     """models/threshold.json from the post-training selection sets the score rule and the mask rule."""
     out = tmp_path / "eval"
     out.mkdir()
-    selected = {"score_rule": "lung_p99", "mask_relative": 0.3, "restrict_to_lungs": True,
-                "selected_on": "validation monitor (test)"}
+    selected = {
+        "score_rule": "lung_p99",
+        "mask_relative": 0.3,
+        "restrict_to_lungs": True,
+        "selected_on": "validation monitor (test)",
+    }
     (out / "threshold.json").write_text(json.dumps(selected))
     _evaluate(demo_root, out, model_path)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -107,5 +118,3 @@ def test_zero_shot_layout_reports_pixel_metrics_only(demo_root, model_path, tmp_
     report = (out / "report.md").read_text()
     assert "Zero-shot mode" in report and "no ground-truth mask" in report
     assert "| image_auroc | n/a |" in report
-
-

@@ -53,7 +53,9 @@ def _write_inputs(root: Path) -> None:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
     img = lambda rel, seed: make_phantom(GOOD[rel], seed=seed, diseased=seed % 2 == 1).image  # noqa: E731
     Image.fromarray(np.rint(img("raster/chest.png", 1) * 255).astype(np.uint8)).save(root / "raster/chest.png")
-    Image.fromarray(np.rint(img("raster/chest.jpg", 2) * 255).astype(np.uint8)).save(root / "raster/chest.jpg", quality=95)
+    Image.fromarray(np.rint(img("raster/chest.jpg", 2) * 255).astype(np.uint8)).save(
+        root / "raster/chest.jpg", quality=95
+    )
     Image.fromarray(np.rint(img("raster/chest16.png", 3) * 65535).astype(np.uint16)).save(root / "raster/chest16.png")
     Image.fromarray(np.rint(img("raster/chest.tif", 6) * 65535).astype(np.uint16)).save(root / "raster/chest.tif")
     write_dicom_monochrome1(root / "dicom/chest_mono1.dcm", img("dicom/chest_mono1.dcm", 4))
@@ -69,8 +71,18 @@ def _write_inputs(root: Path) -> None:
 
 def _run_args(dataset_dir, output_dir, model, threshold, **extra) -> list[str]:
     args = [
-        "--config_file", CONFIG, "--meta_file", META, "--dataset_dir", str(dataset_dir),
-        "--output_dir", str(output_dir), "--ckpt_path", str(model), "--threshold_path", str(threshold),
+        "--config_file",
+        CONFIG,
+        "--meta_file",
+        META,
+        "--dataset_dir",
+        str(dataset_dir),
+        "--output_dir",
+        str(output_dir),
+        "--ckpt_path",
+        str(model),
+        "--threshold_path",
+        str(threshold),
     ]
     for k, v in extra.items():
         args += [f"--{k}", str(v)]
@@ -115,7 +127,11 @@ def test_every_format_restored_to_its_own_size(first_run):
     for rel, shape in GOOD.items():
         mask_path = out / MASK_NAMES[rel]
         assert mask_path.is_file(), f"{mask_path} missing; stderr: {proc.stderr[-2000:]}"
-        stem = str(mask_path)[: -len("_mask.png")] if rel.endswith((".png", ".jpg", ".tif", ".dcm")) else str(mask_path)[: -len("_mask.nii.gz")]
+        stem = (
+            str(mask_path)[: -len("_mask.png")]
+            if rel.endswith((".png", ".jpg", ".tif", ".dcm"))
+            else str(mask_path)[: -len("_mask.nii.gz")]
+        )
         if rel.endswith(".nii.gz"):
             import nibabel as nib
 
@@ -146,7 +162,10 @@ def test_scores_table_and_failures(first_run):
         assert row["mask"] == MASK_NAMES[rel]
     csv_lines = (out / "scores.csv").read_text().splitlines()
     assert csv_lines[0].startswith("file,score,predicted_label,lungs_found") and len(csv_lines) == 1 + len(GOOD)
-    failures = {os.path.relpath(f["file"], first_run["inputs"]): f["reason"] for f in json.loads((out / "failures.json").read_text())}
+    failures = {
+        os.path.relpath(f["file"], first_run["inputs"]): f["reason"]
+        for f in json.loads((out / "failures.json").read_text())
+    }
     assert set(failures) == set(BAD)
     assert all(reason for reason in failures.values())
     assert "empty" in failures["bad/empty.png"].lower()
@@ -176,7 +195,9 @@ def test_rerun_batch_size_one_same_masks_and_keeps_outputs_of_failed_files(first
         run(**kwargs)
     assert exit_info.value.code == 2
     for rel, name in MASK_NAMES.items():
-        assert (out / name).read_bytes() == before[rel] or np.array_equal(_mask(out / name), _mask_from_bytes(before[rel], name)), rel
+        assert (out / name).read_bytes() == before[rel] or np.array_equal(
+            _mask(out / name), _mask_from_bytes(before[rel], name)
+        ), rel
     failures = {os.path.relpath(f["file"], inputs) for f in json.loads((out / "failures.json").read_text())}
     assert failures == set(BAD) | {"raster/chest16.png"}
 
@@ -197,8 +218,11 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     with pytest.raises(Exception) as info:
         run(
-            config_file=CONFIG, meta_file=META, dataset_dir=str(tmp_path / "empty"),
-            output_dir=str(tmp_path / "out"), ckpt_path=str(tmp_path / "missing.pt"),
+            config_file=CONFIG,
+            meta_file=META,
+            dataset_dir=str(tmp_path / "empty"),
+            output_dir=str(tmp_path / "out"),
+            ckpt_path=str(tmp_path / "missing.pt"),
         )
     chain, e = [], info.value  # MONAI wraps the error of a config expression; the cause is printed with it
     while e is not None:
@@ -215,8 +239,12 @@ def test_inference_config_has_the_standard_ids(first_run):
 
     tmp = first_run["tmp"]
     workflow = ConfigWorkflow(
-        config_file=CONFIG, meta_file=META, workflow_type="infer", dataset_dir=str(first_run["inputs"] / "raster"),
-        output_dir=str(tmp / "props"), ckpt_path=str(tmp / "model.pt"),
+        config_file=CONFIG,
+        meta_file=META,
+        workflow_type="infer",
+        dataset_dir=str(first_run["inputs"] / "raster"),
+        output_dir=str(tmp / "props"),
+        ckpt_path=str(tmp / "model.pt"),
     )
     workflow.initialize()
     assert workflow.check_properties() == []

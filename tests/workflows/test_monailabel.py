@@ -50,7 +50,12 @@ pytestmark = [pytest.mark.monailabel, pytest.mark.slow, pytest.mark.timeout(2400
 
 NAME = build_archive.bundle_name(ROOT)
 # (H, W): not 256, not square; the CR and DX are real DICOM Part 10 files written with pydicom
-STUDIES = {"cxr_wide.png": (300, 240), "cxr_nifti.nii.gz": (232, 200), "cxr_cr.dcm": (280, 236), "cxr_dx.dcm": (236, 290)}
+STUDIES = {
+    "cxr_wide.png": (300, 240),
+    "cxr_nifti.nii.gz": (232, 200),
+    "cxr_cr.dcm": (280, 236),
+    "cxr_dx.dcm": (236, 290),
+}
 DICOM_STUDIES = [name for name in STUDIES if name.endswith(".dcm")]
 # what MONAI Label's local datastore lists (its default lacks *.dcm and *.jpeg)
 STUDY_PATTERNS = ["*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.nii.gz", "*.nii", "*.dcm"]
@@ -60,7 +65,9 @@ TIMINGS: dict[str, float] = {}
 def _run(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -75,7 +82,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _http(method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 600) -> tuple[int, bytes]:
+def _http(
+    method: str, url: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 600
+) -> tuple[int, bytes]:
     status, _, data = _http_full(method, url, body, headers, timeout)
     return status, data
 
@@ -93,9 +102,13 @@ def _http_full(method: str, url: str, body: bytes | None = None, headers: dict |
 def _multipart(field: str, path: Path) -> tuple[bytes, dict]:
     boundary = "artasyn-boundary-7f3a"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{path.name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -116,7 +129,9 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def _server(cmd: list[str], cwd: Path, log_path: Path, ready_url: str, what: str, env: dict | None = None, wait_s: float = 300):
+def _server(
+    cmd: list[str], cwd: Path, log_path: Path, ready_url: str, what: str, env: dict | None = None, wait_s: float = 300
+):
     """Start ``cmd`` in its own process group, wait until ``ready_url`` answers 200, yield (body, log tail);
     the group is stopped on exit, whatever happened."""
     log = open(log_path, "w")
@@ -169,8 +184,26 @@ def _ml_env(ml_python: Path, **settings: str) -> dict:
 
 
 def _ml_command(ml_python: Path, app: Path, studies: str, port: int) -> list[str]:
-    return [str(ml_python), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", studies,
-            "--conf", "models", NAME, "--conf", "zoo_source", "github", "--host", "127.0.0.1", "--port", str(port)]
+    return [
+        str(ml_python),
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(app),
+        "--studies",
+        studies,
+        "--conf",
+        "models",
+        NAME,
+        "--conf",
+        "zoo_source",
+        "github",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +223,20 @@ def ml_app_cache(ml_python: Path) -> Path:
         start = time.monotonic()
         staging = Path(str(cached.parent) + f".tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        _run([str(ml_python), "-m", "monailabel.main", "apps", "--download", "--name", "monaibundle", "--output", str(staging)], timeout=300)
+        _run(
+            [
+                str(ml_python),
+                "-m",
+                "monailabel.main",
+                "apps",
+                "--download",
+                "--name",
+                "monaibundle",
+                "--output",
+                str(staging),
+            ],
+            timeout=300,
+        )
         try:
             staging.rename(cached.parent)
         except OSError:  # another test session got there first
@@ -218,19 +264,55 @@ def trained_bundle(tmp_path_factory) -> Path:
     root = build_archive.copy_bundle(ROOT, work)
     shutil.rmtree(root / "models", ignore_errors=True)
     _run(
-        [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.json",
-         "--bundle_root", ".", "--dataset_dir", str(demo), "--train#trainer#max_epochs", "1", "--epoch_length", "1", "--val_interval", "1",
-         "--num_workers", "0", "--batch_size", "2"],
-        timeout=900, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "training",
+            "--config_file",
+            "configs/train.json",
+            "--bundle_root",
+            ".",
+            "--dataset_dir",
+            str(demo),
+            "--train#trainer#max_epochs",
+            "1",
+            "--epoch_length",
+            "1",
+            "--val_interval",
+            "1",
+            "--num_workers",
+            "0",
+            "--batch_size",
+            "2",
+        ],
+        timeout=900,
+        cwd=root,
     )
     assert (root / "models" / "model.pt").is_file(), "demo training wrote no models/model.pt"
     _timed("demo training (1 iteration)", start)
     start = time.monotonic()
     _run(
-        [sys.executable, "-m", "monai.bundle", "run", "evaluating", "--config_file",
-         "['configs/train.json','configs/evaluate.json']", "--bundle_root", ".", "--dataset_dir", str(demo),
-         "--calibrate", "True", "--num_workers", "0"],
-        timeout=900, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "evaluating",
+            "--config_file",
+            "['configs/train.json','configs/evaluate.json']",
+            "--bundle_root",
+            ".",
+            "--dataset_dir",
+            str(demo),
+            "--calibrate",
+            "True",
+            "--num_workers",
+            "0",
+        ],
+        timeout=900,
+        cwd=root,
     )
     point = json.loads((root / "models" / "threshold.json").read_text())
     assert point.get("score_threshold") is not None, point
@@ -247,7 +329,12 @@ def studies(trained_bundle: Path, tmp_path_factory) -> Path:
     """Studies folder: diseased phantoms of odd sizes as PNG, NIfTI, a MONOCHROME1 CR with a VOI LUT and a
     MONOCHROME2 DX with a window (DICOM), and the demo's healthy training images."""
     folder = tmp_path_factory.mktemp("studies")
-    writers = {".png": write_png, ".gz": write_nifti, "cr.dcm": write_cr_monochrome1_voi_lut, "dx.dcm": write_dx_monochrome2_window}
+    writers = {
+        ".png": write_png,
+        ".gz": write_nifti,
+        "cr.dcm": write_cr_monochrome1_voi_lut,
+        "dx.dcm": write_dx_monochrome2_window,
+    }
     for i, name in enumerate(STUDIES):
         writer = next(w for suffix, w in writers.items() if name.endswith(suffix))
         writer(folder / name, _study_image(name, i))
@@ -265,9 +352,22 @@ def own_outputs(trained_bundle: Path, studies: Path, tmp_path_factory) -> Path:
         shutil.copy(studies / name, inputs / name)
     out = tmp_path_factory.mktemp("own_out")
     _run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", ".",
-         "--dataset_dir", str(inputs), "--output_dir", str(out)],
-        timeout=600, cwd=trained_bundle,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            ".",
+            "--dataset_dir",
+            str(inputs),
+            "--output_dir",
+            str(out),
+        ],
+        timeout=600,
+        cwd=trained_bundle,
     )
     _timed(f"bundle inference ({len(STUDIES)} files)", start)
     return out
@@ -289,8 +389,14 @@ def server(ml_python: Path, ml_app_cache: Path, trained_bundle: Path, studies: P
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = _ml_env(ml_python, MONAI_LABEL_DATASTORE_FILE_EXT=json.dumps(STUDY_PATTERNS))
-    with _server(_ml_command(ml_python, app, str(studies), port), app.parent, app.parent / "server.log",
-                 f"{url}/info/", "MONAI Label (local studies)", env) as (body, log):
+    with _server(
+        _ml_command(ml_python, app, str(studies), port),
+        app.parent,
+        app.parent / "server.log",
+        f"{url}/info/",
+        "MONAI Label (local studies)",
+        env,
+    ) as (body, log):
         yield {"url": url, "info": json.loads(body), "app": app, "bundle": app / "model" / NAME, "log": log}
     print(f"[monailabel test] timings: {TIMINGS}", file=sys.stderr)
 
@@ -348,10 +454,16 @@ def test_dicom_reader_same_under_pydicom2(ml_python, tmp_path):
     """bundle/io.py under the MONAI Label venv's pydicom 2.4: tests/unit/test_io.py passes there, and every DICOM
     file (written here with pydicom 3, compressed ones included) reads to the same array as here."""
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(ROOT)}
-    version = _run([str(ml_python), "-c", "import pydicom; print(pydicom.__version__)"], timeout=120, env=env).stdout.strip()
+    version = _run(
+        [str(ml_python), "-c", "import pydicom; print(pydicom.__version__)"], timeout=120, env=env
+    ).stdout.strip()
     assert version.startswith("2."), f"the MONAI Label venv should have pydicom 2.x, has {version}"
-    tests = _run([str(ml_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_io.py"],
-                 timeout=900, cwd=ROOT, env=env)
+    tests = _run(
+        [str(ml_python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_io.py"],
+        timeout=900,
+        cwd=ROOT,
+        env=env,
+    )
     assert " passed" in tests.stdout and " failed" not in tests.stdout, tests.stdout[-3000:]
 
     from tests.unit.test_io import CASES, write_case
@@ -399,17 +511,39 @@ def test_default_dicomweb_nifti_conversion_loses_display(ml_python, trained_bund
         shown, _ = read_image(studies / name)
         seen, meta = read_image(converted / f"{name[:-4]}.nii.gz")
         assert seen.shape == shown.shape == STUDIES[name]
-        print(f"[monailabel test] {name} converted by MONAI Label: intensity rule {meta['intensity']}, "
-              f"mean |difference| to the displayed image {np.abs(seen - shown).mean():.3f}", file=sys.stderr)
+        print(
+            f"[monailabel test] {name} converted by MONAI Label: intensity rule {meta['intensity']}, "
+            f"mean |difference| to the displayed image {np.abs(seen - shown).mean():.3f}",
+            file=sys.stderr,
+        )
         assert np.abs(seen - shown).max() > 0.05, "the default conversion now keeps the display: revisit the setting"
     out = tmp_path / "out"
-    _run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", ".",
-          "--dataset_dir", str(converted), "--output_dir", str(out)], timeout=600, cwd=trained_bundle)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            ".",
+            "--dataset_dir",
+            str(converted),
+            "--output_dir",
+            str(out),
+        ],
+        timeout=600,
+        cwd=trained_bundle,
+    )
     for name in DICOM_STUDIES:
         mask = read_labels(out / f"{name[:-4]}_mask.nii.gz")
         own, _ = _own(own_outputs, name)
         dice = 2 * np.logical_and(mask, own).sum() / max(1, mask.sum() + own.sum())
-        print(f"[monailabel test] {name}: mask on MONAI Label's NIfTI conversion vs on the DICOM: Dice {dice:.3f}", file=sys.stderr)
+        print(
+            f"[monailabel test] {name}: mask on MONAI Label's NIfTI conversion vs on the DICOM: Dice {dice:.3f}",
+            file=sys.stderr,
+        )
 
 
 def test_train_one_epoch(server, studies):
@@ -424,10 +558,22 @@ def test_train_one_epoch(server, studies):
         assert status == 200, reply
     model_pt = server["bundle"] / "models" / "model.pt"
     start_weights = torch.load(model_pt, map_location="cpu")  # the weights MONAI Label starts from (pretrained)
-    request = {"max_epochs": 1, "epoch_length": 2, "val_split": -1, "device": "cpu", "multi_gpu": False, "pretrained": True}
+    request = {
+        "max_epochs": 1,
+        "epoch_length": 2,
+        "val_split": -1,
+        "device": "cpu",
+        "multi_gpu": False,
+        "pretrained": True,
+    }
     start = time.monotonic()
-    status, reply = _http("POST", f"{server['url']}/train/{NAME}?run_sync=true", json.dumps(request).encode(),
-                          {"Content-Type": "application/json"}, timeout=900)
+    status, reply = _http(
+        "POST",
+        f"{server['url']}/train/{NAME}?run_sync=true",
+        json.dumps(request).encode(),
+        {"Content-Type": "application/json"},
+        timeout=900,
+    )
     _timed("/train 1 epoch", start)
     assert status == 200, f"/train failed ({status}): {reply[:2000]!r}\n{server['log']()}"
     finals = sorted((server["bundle"] / "runs" / "train" / "checkpoints").glob("checkpoint_final_iteration=*.pt"))
@@ -467,13 +613,19 @@ def orthanc(studies: Path, tmp_path_factory):
     }
     (work / "orthanc.json").write_text(json.dumps(config, indent=2))
     url = f"http://127.0.0.1:{http_port}"
-    with _server(["Orthanc", str(work / "orthanc.json")], work, work / "orthanc.log", f"{url}/system", "Orthanc", wait_s=120) as (_, log):
+    with _server(
+        ["Orthanc", str(work / "orthanc.json")], work, work / "orthanc.log", f"{url}/system", "Orthanc", wait_s=120
+    ) as (_, log):
         import pydicom
 
         series = {}
         for name in DICOM_STUDIES:
-            status, reply = _http("POST", f"{url}/instances", (studies / name).read_bytes(), {"Content-Type": "application/dicom"})
-            assert status == 200 and json.loads(reply)["Status"] == "Success", f"upload of {name}: {status} {reply[:500]!r}\n{log()}"
+            status, reply = _http(
+                "POST", f"{url}/instances", (studies / name).read_bytes(), {"Content-Type": "application/dicom"}
+            )
+            assert status == 200 and json.loads(reply)["Status"] == "Success", (
+                f"upload of {name}: {status} {reply[:500]!r}\n{log()}"
+            )
             series[name] = str(pydicom.dcmread(studies / name, stop_before_pixels=True).SeriesInstanceUID)
         status, reply = _http("GET", f"{url}/dicom-web/series")
         assert status == 200 and len(json.loads(reply)) == len(DICOM_STUDIES), reply[:1000]
@@ -494,8 +646,14 @@ def dicomweb_server(ml_python: Path, ml_app_cache: Path, trained_bundle: Path, o
         MONAI_LABEL_DICOMWEB_SEARCH_FILTER=json.dumps({}),
         MONAI_LABEL_DICOMWEB_CACHE_PATH=str(work / "dicomweb-cache"),
     )
-    with _server(_ml_command(ml_python, app, orthanc["dicomweb"], port), app.parent, app.parent / "server.log",
-                 f"{url}/info/", "MONAI Label (DICOMweb)", env) as (body, log):
+    with _server(
+        _ml_command(ml_python, app, orthanc["dicomweb"], port),
+        app.parent,
+        app.parent / "server.log",
+        f"{url}/info/",
+        "MONAI Label (DICOMweb)",
+        env,
+    ) as (body, log):
         yield {"url": url, "info": json.loads(body), "log": lambda: log() + "\n--- Orthanc ---\n" + orthanc["log"]()}
 
 

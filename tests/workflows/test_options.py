@@ -57,9 +57,19 @@ INTERNAL: dict[tuple[str, str], str] = {
 
 # tiny training: 32 px, 1 healthy image + 1 variant (+ the healthy copy), 2 iterations per epoch, validation at
 # epoch 2 only, so the final weights (epoch 3) differ from the validated ones
-TRAIN_FAST = {"image_size": 32, "num_workers": 0, "batch_size": 1, "num_variants": "[1, 1]", "val_interval": 2,
-              "val_batch_size": 4, "train#trainer#epoch_length": 2, "train#trainer#max_epochs": 3,
-              "image_log_interval": 1, "log_interval": 1, "ckpt_interval": 0}
+TRAIN_FAST = {
+    "image_size": 32,
+    "num_workers": 0,
+    "batch_size": 1,
+    "num_variants": "[1, 1]",
+    "val_interval": 2,
+    "val_batch_size": 4,
+    "train#trainer#epoch_length": 2,
+    "train#trainer#max_epochs": 3,
+    "image_log_interval": 1,
+    "log_interval": 1,
+    "ckpt_interval": 0,
+}
 GRID_TAG = "train/target_input_mask_recon_error"
 
 
@@ -68,8 +78,17 @@ def _run(args: list[str], cwd: Path, expect: int = 0, torchrun: int = 0, timeout
     env.setdefault("OMP_NUM_THREADS", "1")
     head = [sys.executable, "-m", "monai.bundle", "run"]
     if torchrun:
-        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                f"--nproc_per_node={torchrun}", "-m", "monai.bundle", "run"]
+        head = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={torchrun}",
+            "-m",
+            "monai.bundle",
+            "run",
+        ]
     proc = subprocess.run(head + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
     assert proc.returncode == expect, f"exit {proc.returncode}, expected {expect}:\n{log[-8000:]}"
@@ -109,20 +128,35 @@ def _same(a: dict, b: dict) -> bool:
 
 def _ema_weights(ckpt: dict) -> dict:
     """The EMA network's state dict inside a training checkpoint (AveragedModel: ``module.`` keys)."""
-    return {k[len("module."):]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    return {k[len("module.") :]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
 
 
 def _final_ckpt(root: Path) -> tuple[int, dict]:
-    found = sorted((int(p.stem.split("=")[1]), p) for p in (root / "runs" / "train" / "checkpoints").glob(
-        "checkpoint_final_iteration=*.pt"))
+    found = sorted(
+        (int(p.stem.split("=")[1]), p)
+        for p in (root / "runs" / "train" / "checkpoints").glob("checkpoint_final_iteration=*.pt")
+    )
     assert found, "no final training checkpoint"
     return found[-1][0], _state(found[-1][1])
 
 
 def _train_args(config: list[str], root: Path, dataset: Path, tb: str, **kw) -> list[str]:
     files = "[" + ",".join(f"'{CONFIGS / c}'" for c in config) + "]"
-    out = ["training", "--config_file", files, "--meta_file", META, "--logging_file", LOGGING,
-           "--bundle_root", str(root), "--dataset_dir", str(dataset), "--tb_dir", str(root / tb)]
+    out = [
+        "training",
+        "--config_file",
+        files,
+        "--meta_file",
+        META,
+        "--logging_file",
+        LOGGING,
+        "--bundle_root",
+        str(root),
+        "--dataset_dir",
+        str(dataset),
+        "--tb_dir",
+        str(root / tb),
+    ]
     for key, value in {**TRAIN_FAST, **kw}.items():
         out += [f"--{key}", str(value)]
     return out
@@ -146,8 +180,11 @@ def _check_training(config: list[str], tmp_path: Path, dataset: Path, torchrun: 
     assert "mixed precision: off." in log_f  # amp false
 
     # 2. every boolean option true except resume (and select_best_model, checked in run 3): fresh start
-    log_t = _run(_train_args(config, root, dataset, "tb_true")
-                 + _flags(name, "True", resume="no", select_best_model="0"), tmp_path, torchrun=torchrun)
+    log_t = _run(
+        _train_args(config, root, dataset, "tb_true") + _flags(name, "True", resume="no", select_best_model="0"),
+        tmp_path,
+        torchrun=torchrun,
+    )
     it_t, ckpt_t = _final_ckpt(root)
     assert it_t == 6 and "resumed from" not in log_t  # resume false: ckpt of run 1 beside it not used
     assert ckpt_t["ema"] and not _same(_ema_weights(ckpt_t), ckpt_t["model"])  # use_ema true
@@ -158,8 +195,11 @@ def _check_training(config: list[str], tmp_path: Path, dataset: Path, torchrun: 
     best_t = (models / "model_best.pt").read_bytes()
 
     # 3. resume true (2 more epochs, validated at epoch 4) with select_best_model true
-    log_r = _run(_train_args(config, root, dataset, "tb_resume", **{"train#trainer#max_epochs": 5})
-                 + _flags(name, "yes"), tmp_path, torchrun=torchrun)
+    log_r = _run(
+        _train_args(config, root, dataset, "tb_resume", **{"train#trainer#max_epochs": 5}) + _flags(name, "yes"),
+        tmp_path,
+        torchrun=torchrun,
+    )
     it_r, _ = _final_ckpt(root)
     assert "resumed from" in log_r and "iteration 6" in log_r and it_r == 10
     assert f"best val_image_auroc {record_t['value']:.6g}" in log_r  # the record came back with the checkpoint
@@ -207,9 +247,25 @@ def test_evaluate_boolean_options(tmp_path, demo_copy, random_model):
     files = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'evaluate.json'}']"
 
     def args(out: str) -> list[str]:
-        return ["evaluating", "--config_file", files, "--meta_file", META, "--dataset_dir", str(demo_copy),
-                "--output_dir", str(tmp_path / out), "--ckpt_path", str(random_model), "--threshold_path",
-                str(threshold), "--val_batch_size", "4", "--image_size", "64"]
+        return [
+            "evaluating",
+            "--config_file",
+            files,
+            "--meta_file",
+            META,
+            "--dataset_dir",
+            str(demo_copy),
+            "--output_dir",
+            str(tmp_path / out),
+            "--ckpt_path",
+            str(random_model),
+            "--threshold_path",
+            str(threshold),
+            "--val_batch_size",
+            "4",
+            "--image_size",
+            "64",
+        ]
 
     _run(args("eval_false") + _flags("evaluate.json", "false"), tmp_path, expect=0)  # fail_on_skipped false
     assert threshold.read_bytes() == before  # calibrate false: threshold.json untouched
@@ -236,9 +292,22 @@ def test_inference_boolean_options(tmp_path, demo_root, random_model):
     threshold.write_text(json.dumps({"mask_threshold": 0.02}))
 
     def args(out: str) -> list[str]:
-        return ["--config_file", str(CONFIGS / "inference.json"), "--meta_file", META, "--dataset_dir", str(data),
-                "--output_dir", str(tmp_path / out), "--ckpt_path", str(random_model),
-                "--threshold_path", str(threshold), "--image_size", "64"]
+        return [
+            "--config_file",
+            str(CONFIGS / "inference.json"),
+            "--meta_file",
+            META,
+            "--dataset_dir",
+            str(data),
+            "--output_dir",
+            str(tmp_path / out),
+            "--ckpt_path",
+            str(random_model),
+            "--threshold_path",
+            str(threshold),
+            "--image_size",
+            "64",
+        ]
 
     _run(args("false") + _flags("inference.json", "False"), tmp_path, expect=0)
     _run(args("true") + _flags("inference.json", "Yes"), tmp_path, expect=2)
@@ -266,9 +335,23 @@ def test_preprocess_boolean_options(tmp_path, demo_copy):
     out = tmp_path / "lungs"
 
     def run(**values) -> tuple[str, dict, dict]:
-        log = _run(["lungs", "--config_file", str(CONFIGS / "preprocess.json"), "--meta_file", META,
-                    "--dataset_dir", str(demo_copy), "--output_dir", str(out), "--num_workers", "0"]
-                   + _flags("preprocess.json", "false", **values), tmp_path)
+        log = _run(
+            [
+                "lungs",
+                "--config_file",
+                str(CONFIGS / "preprocess.json"),
+                "--meta_file",
+                META,
+                "--dataset_dir",
+                str(demo_copy),
+                "--output_dir",
+                str(out),
+                "--num_workers",
+                "0",
+            ]
+            + _flags("preprocess.json", "false", **values),
+            tmp_path,
+        )
         report = json.loads((out / "lungs_report.json").read_text())["summary"]
         maps = {p.relative_to(out).as_posix(): read_labels(p) for p in out.rglob("*.png") if p.name != "lungs_qa.png"}
         return log, report, maps
@@ -288,7 +371,8 @@ def test_preprocess_boolean_options(tmp_path, demo_copy):
     healthy = [k for k in maps1 if "/healthy/" in k]
     assert any(not np.array_equal(maps3[k], maps1[k]) for k in healthy)  # border_brightening true vs false
 
-    _, _, maps4 = run(include_test="1", overwrite="YES", **{"pbtseg#border_brightening": "true",
-                                                            "pbtseg#fill_holes": "true"})
+    _, _, maps4 = run(
+        include_test="1", overwrite="YES", **{"pbtseg#border_brightening": "true", "pbtseg#fill_holes": "true"}
+    )
     diseased = [k for k in maps1 if "/diseased/" in k]
     assert any(not np.array_equal(maps4[k], maps3[k]) for k in diseased)  # fill_holes true vs false

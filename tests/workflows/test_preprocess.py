@@ -55,8 +55,21 @@ def test_lungs_job_bundle_run_resume_and_cache(demo_copy: Path):
     bad = _add_bad_files(root)
     blank = root / "train" / "healthy" / "blank.png"  # a valid image without lungs: done, flagged, empty map
     write_png(blank, np.full((96, 96), 0.5, np.float32))
-    proc = _run([sys.executable, "-m", "monai.bundle", "run", "lungs", "--config_file", CONFIG,
-                 "--dataset_dir", str(root), "--num_workers", "2"])
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "lungs",
+            "--config_file",
+            CONFIG,
+            "--dataset_dir",
+            str(root),
+            "--num_workers",
+            "2",
+        ]
+    )
     lungs = root / "lungs"
     report = json.loads((lungs / "lungs_report.json").read_text())
     status = {r["source"]: r for r in report["records"]}
@@ -104,11 +117,40 @@ def test_lungs_job_torchrun_two_ranks(demo_copy: Path, tmp_path: Path):
     root = demo_copy
     _add_bad_files(root)
     out = tmp_path / "maps"
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle",
-          "run", "lungs", "--config_file", CONFIG, "--dataset_dir", str(root), "--output_dir", str(out),
-          "--include_test", "true", "--num_workers", "0", "--progress", "false"], timeout=300)
-    expected = {str(p) for p in root.rglob("*") if p.is_file() and p.parts[len(root.parts)] in ("train", "test")
-                and not p.name.startswith(".") and p.suffix in (".png", ".dcm")}
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "monai.bundle",
+            "run",
+            "lungs",
+            "--config_file",
+            CONFIG,
+            "--dataset_dir",
+            str(root),
+            "--output_dir",
+            str(out),
+            "--include_test",
+            "true",
+            "--num_workers",
+            "0",
+            "--progress",
+            "false",
+        ],
+        timeout=300,
+    )
+    expected = {
+        str(p)
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.parts[len(root.parts)] in ("train", "test")
+        and not p.name.startswith(".")
+        and p.suffix in (".png", ".dcm")
+    }
     merged = json.loads((out / "lungs_report.json").read_text())
     sources = [r["source"] for r in merged["records"]]
     assert sorted(sources) == sorted(expected) and len(set(sources)) == len(sources)
@@ -143,14 +185,34 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     root = tmp_path / "demo"  # published layout; one image in a subfolder, one test image that must be left alone
-    for k, rel in enumerate(["train/healthy/a.png", "train/healthy/b.png", "train/healthy/site2/c.png", "train/healthy/d.png",
-                             "test/healthy/t.png"]):
+    for k, rel in enumerate(
+        [
+            "train/healthy/a.png",
+            "train/healthy/b.png",
+            "train/healthy/site2/c.png",
+            "train/healthy/d.png",
+            "test/healthy/t.png",
+        ]
+    ):
         ph = make_phantom(64, seed=k)
         write_png(root / rel, ph.image, bits=16)
         if k != 3:  # the lung cache has every map but d's: d falls back to PBTSeg
             write_png(lung_cache_path(root / rel, root, root / "lungs"), ph.lung)
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "synthesize", "--config_file", str(repo / "configs/preprocess.json"),
-           "--dataset_dir", str(root), "--num_workers", "2", "--progress", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "synthesize",
+        "--config_file",
+        str(repo / "configs/preprocess.json"),
+        "--dataset_dir",
+        str(root),
+        "--num_workers",
+        "2",
+        "--progress",
+        "false",
+    ]
     res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     syn = root / "synthetic"
@@ -164,7 +226,9 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
         healthy, _ = read_image(it.source)
         for k in range(it.extra["variants"]):
             v, m = it.outputs[2 * k], it.outputs[2 * k + 1]
-            assert v.endswith(f"_v{k + 1}.png") and m.endswith(f"_v{k + 1}_mask.png") and "/synthetic/train/healthy/" in v
+            assert (
+                v.endswith(f"_v{k + 1}.png") and m.endswith(f"_v{k + 1}_mask.png") and "/synthetic/train/healthy/" in v
+            )
             img, mask = read_image(v)[0], read_labels(m)
             assert set(np.unique(mask)) <= {0, 1} and (mask.any() or it.source.endswith("d.png"))
             assert (img >= healthy - 1e-3).all() and np.abs(img - healthy)[mask == 0].mean() < 0.02

@@ -22,8 +22,15 @@ META = str(REPO / "configs" / "metadata.json")
 LOGGING = str(REPO / "configs" / "logging.conf")
 # tiny, fast settings: 8 demo images of 128 px resized to 32 px (a multiple of the UNet's total stride 16), a small
 # UNet, epochs of 3 iterations
-FAST = {"image_size": 32, "num_workers": 0, "val_interval": 1, "batch_size": 2, "epoch_length": 3,
-        "num_iterations": 6, "network_def#channels": [8, 16, 32, 64, 128]}
+FAST = {
+    "image_size": 32,
+    "num_workers": 0,
+    "val_interval": 1,
+    "batch_size": 2,
+    "epoch_length": 3,
+    "num_iterations": 6,
+    "network_def#channels": [8, 16, 32, 64, 128],
+}
 
 
 def _workflow(tmp_path, dataset_dir, **override):
@@ -53,10 +60,28 @@ def _chain(err: BaseException) -> str:
 def test_check_properties_and_ids(tmp_path, demo_root):
     wf = _workflow(tmp_path, demo_root)
     assert wf.check_properties() == []
-    for required in ("bundle_root", "device", "dataset_dir", "network_def", "network", "train#trainer",
-                     "train#trainer#max_epochs", "train#dataset", "train#preprocessing", "train#handlers",
-                     "train#inferer", "validate#evaluator", "validate#dataset", "val_interval", "ckpt_dir",
-                     "output_dir", "training", "run", "initialize", "finalize"):
+    for required in (
+        "bundle_root",
+        "device",
+        "dataset_dir",
+        "network_def",
+        "network",
+        "train#trainer",
+        "train#trainer#max_epochs",
+        "train#dataset",
+        "train#preprocessing",
+        "train#handlers",
+        "train#inferer",
+        "validate#evaluator",
+        "validate#dataset",
+        "val_interval",
+        "ckpt_dir",
+        "output_dir",
+        "training",
+        "run",
+        "initialize",
+        "finalize",
+    ):
         assert required in wf.parser, required
     assert wf.parser["run"] == wf.parser["training"]
     # MONAI Label supplies a `label` (a segmentation file) with every training item: it is dropped
@@ -97,16 +122,33 @@ def _run(args: list[str], cwd: Path, timeout: int = 480, torchrun: int = 0) -> s
     env.setdefault("OMP_NUM_THREADS", "1" if torchrun else "2")
     head = [sys.executable, "-m", "monai.bundle", "run"]
     if torchrun:
-        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                f"--nproc_per_node={torchrun}", "-m", "monai.bundle", "run"]
+        head = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={torchrun}",
+            "-m",
+            "monai.bundle",
+            "run",
+        ]
     proc = subprocess.run(head + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
     return proc
 
 
 def _overrides(bundle_root: Path, dataset_dir: Path, **kw) -> list[str]:
-    out = ["--meta_file", META, "--logging_file", LOGGING, "--bundle_root", str(bundle_root),
-           "--dataset_dir", str(dataset_dir)]
+    out = [
+        "--meta_file",
+        META,
+        "--logging_file",
+        LOGGING,
+        "--bundle_root",
+        str(bundle_root),
+        "--dataset_dir",
+        str(dataset_dir),
+    ]
     for key, value in {**FAST, **kw}.items():
         out += [f"--{key}", str(value)]
     return out
@@ -136,8 +178,10 @@ def test_real_training_run_then_resume(tmp_path, demo_root):
     # the length is in iterations (num_iterations), whatever the number of images: 2 epochs of 3
     assert ckpts == ["checkpoint_final_iteration=6.pt"]
 
-    proc = _run(["training", "--config_file", CONFIG]
-                + _overrides(root, demo_root, **{"num_iterations": 9, "resume": "true"}), cwd=tmp_path)
+    proc = _run(
+        ["training", "--config_file", CONFIG] + _overrides(root, demo_root, **{"num_iterations": 9, "resume": "true"}),
+        cwd=tmp_path,
+    )
     assert "resumed from" in proc.stdout + proc.stderr and "iteration 6" in proc.stdout + proc.stderr
     assert (root / "runs" / "train" / "checkpoints" / "checkpoint_final_iteration=9.pt").is_file()
 
@@ -146,8 +190,11 @@ def test_real_training_run_then_resume(tmp_path, demo_root):
 def test_torchrun_two_cpu_processes(tmp_path, demo_root):
     root = tmp_path / "bundle"
     config = f"['{CONFIG}','{MULTI}']"
-    proc = _run(["training", "--config_file", config] + _overrides(root, demo_root, epoch_length=2, num_iterations=4),
-                cwd=tmp_path, torchrun=2)
+    proc = _run(
+        ["training", "--config_file", config] + _overrides(root, demo_root, epoch_length=2, num_iterations=4),
+        cwd=tmp_path,
+        torchrun=2,
+    )
     log = proc.stdout + proc.stderr
     net = _fresh_network_def(**{"network_def#channels": [8, 16, 32, 64, 128]})
     net.load_state_dict(torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True))

@@ -158,9 +158,21 @@ def test_model_card_zoo_template():
     """docs/README.md has the model-zoo template's sections, a BibTeX citation, and links only inside the bundle."""
     card = (ROOT / "docs" / "README.md").read_text()
     headings = set(re.findall(r"^##+ (.+?)\s*$", card, flags=re.M))
-    for section in ("Tags", "Authors", "Intended use", "Model overview", "Data", "Training configuration",
-                    "How to run", "System Configuration", "Performance", "Limitations", "Citation", "References",
-                    "Data and licence"):
+    for section in (
+        "Tags",
+        "Authors",
+        "Intended use",
+        "Model overview",
+        "Data",
+        "Training configuration",
+        "How to run",
+        "System Configuration",
+        "Performance",
+        "Limitations",
+        "Citation",
+        "References",
+        "Data and licence",
+    ):
         assert section in headings, f"model card lacks the section {section!r}"
     bibtex = re.search(r"```bibtex\n(.+?)```", card, flags=re.S)
     assert bibtex and re.search(r"@\w+\{\w+,", bibtex.group(1)) and "2512.00310" in bibtex.group(1)
@@ -272,7 +284,13 @@ def test_archive_holds_exactly_the_bundle(bundle_copy, tmp_path):
     src = Path(shutil.copytree(bundle_copy, tmp_path / "src"))
     shutil.copy(ROOT / "pyproject.toml", src)
     # things that must stay out
-    for junk in ("tests/test_x.py", "data/demo/a.png", "bundle/__pycache__/io.cpython-311.pyc", "runs/x.log", "eval/schema.json"):
+    for junk in (
+        "tests/test_x.py",
+        "data/demo/a.png",
+        "bundle/__pycache__/io.cpython-311.pyc",
+        "runs/x.log",
+        "eval/schema.json",
+    ):
         (src / junk).parent.mkdir(parents=True, exist_ok=True)
         (src / junk).write_text("x")
     zip_path = build_archive.build_archive(src, tmp_path / "dist")
@@ -314,7 +332,11 @@ def test_archive_large_files_hash_checks(bundle_copy, tmp_path):
     unpacked = tmp_path / "unpacked" / build_archive.bundle_name(src)
     import yaml
 
-    entry = next(e for e in yaml.safe_load((unpacked / "large_files.yml").read_text())["large_files"] if e["path"] == "models/model.pt")
+    entry = next(
+        e
+        for e in yaml.safe_load((unpacked / "large_files.yml").read_text())["large_files"]
+        if e["path"] == "models/model.pt"
+    )
     assert entry["hash_val"] == hashlib.md5((src / "models" / "model.pt").read_bytes()).hexdigest()
     spec = yaml.safe_load((unpacked / "large_files.yml").read_text())
     spec["large_files"] = [entry]  # model.ts is not shipped here and has no url to download from
@@ -344,13 +366,25 @@ def test_archive_runs_inference_on_its_own(bundle_copy, tmp_path):
         write_png(images / name, make_phantom(size, seed=i, diseased=True).image)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = tmp_path / "out"
-    args = ["run", "--config_file", "configs/inference.json", "--bundle_root", ".", "--dataset_dir", str(images), "--output_dir", str(out)]
+    args = [
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--bundle_root",
+        ".",
+        "--dataset_dir",
+        str(images),
+        "--output_dir",
+        str(out),
+    ]
     # `python -m monai.bundle run ...`, first printing which `bundle` package the folder resolves to
     code = (
         "import sys, runpy, bundle; print('BUNDLE_FROM', bundle.__file__, flush=True); "
         f"sys.argv = ['monai.bundle'] + {args!r}; runpy.run_module('monai.bundle', run_name='__main__', alter_sys=True)"
     )
-    run = subprocess.run([sys.executable, "-c", code], cwd=unpacked, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=unpacked, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     origin = next(line.split(" ", 1)[1] for line in run.stdout.splitlines() if line.startswith("BUNDLE_FROM "))
     assert Path(origin).resolve().is_relative_to(unpacked.resolve()), origin
@@ -373,11 +407,32 @@ def test_unpacked_archive_passes_zoo_checks_with_trained_weights(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the archive's own code, from its folder
 
     def monai_bundle(*args: str, cwd: Path) -> None:
-        run = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+        run = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        )
         assert run.returncode == 0, f"monai.bundle {' '.join(args)}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
 
-    monai_bundle("run", "training", "--config_file", "configs/train.json", "--bundle_root", ".", "--dataset_dir", str(demo),
-                 "--train#trainer#max_epochs", "1", "--epoch_length", "2", "--val_interval", "1", "--num_workers", "0", "--batch_size", "2", cwd=src)
+    monai_bundle(
+        "run",
+        "training",
+        "--config_file",
+        "configs/train.json",
+        "--bundle_root",
+        ".",
+        "--dataset_dir",
+        str(demo),
+        "--train#trainer#max_epochs",
+        "1",
+        "--epoch_length",
+        "2",
+        "--val_interval",
+        "1",
+        "--num_workers",
+        "0",
+        "--batch_size",
+        "2",
+        cwd=src,
+    )
     trained = torch.load(src / "models" / "model.pt", map_location="cpu")
     assert trained.keys() == network_def(src).state_dict().keys()
     zip_path = build_archive.build_archive(src, tmp_path / "dist")
@@ -388,11 +443,33 @@ def test_unpacked_archive_passes_zoo_checks_with_trained_weights(tmp_path):
     assert (bundle / "models" / "README.md").is_file() and not (bundle / "tests").exists()
     (bundle / "eval").mkdir()
     shutil.copy(SCHEMA, bundle / "eval" / "schema.json")  # offline: verify_metadata skips the download
-    monai_bundle("verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "eval/schema.json", cwd=bundle)
-    monai_bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
-                 "configs/inference.json", "--device", "cpu", cwd=bundle)
-    monai_bundle("ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
-                 "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", cwd=bundle)
+    monai_bundle(
+        "verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", "eval/schema.json", cwd=bundle
+    )
+    monai_bundle(
+        "verify_net_in_out",
+        "network_def",
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.json",
+        "--device",
+        "cpu",
+        cwd=bundle,
+    )
+    monai_bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        "models/model.ts",
+        "--ckpt_file",
+        "models/model.pt",
+        "--meta_file",
+        "configs/metadata.json",
+        "--config_file",
+        "configs/inference.json",
+        cwd=bundle,
+    )
     scripted = torch.jit.load(str(bundle / "models" / "model.ts"), map_location="cpu").eval()
     net = network_def(bundle)
     net.load_state_dict(trained)
@@ -404,7 +481,11 @@ def test_unpacked_archive_passes_zoo_checks_with_trained_weights(tmp_path):
 
     spec = yaml.safe_load((bundle / "large_files.yml").read_text())
     shipped = [e for e in spec["large_files"] if (bundle / e["path"]).is_file() and e["path"] == "models/model.pt"]
-    assert shipped and shipped[0]["hash_val"] == hashlib.md5(trained_bytes := (bundle / "models" / "model.pt").read_bytes()).hexdigest()
+    assert (
+        shipped
+        and shipped[0]["hash_val"]
+        == hashlib.md5(trained_bytes := (bundle / "models" / "model.pt").read_bytes()).hexdigest()
+    )
     spec["large_files"] = shipped  # model.ts was made here, after packing: it has no url and no hash
     (bundle / "large_files.yml").write_text(yaml.safe_dump(spec))
     monai_bundle("download_large_files", "--bundle_path", ".", cwd=bundle)  # present, hash matches: nothing fetched

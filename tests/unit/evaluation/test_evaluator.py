@@ -1,4 +1,5 @@
-"""bundle/evaluation/evaluator.py: the report handler driven by hand, the scored-once rule and the evaluation datalist."""
+"""bundle/evaluation/evaluator.py: the report handler driven by hand, the scored-once rule and the evaluation
+datalist."""
 
 from __future__ import annotations
 
@@ -20,10 +21,18 @@ def _item(image, recon, pred, label, mask=None, score=None, name="x.png"):
     error = (image.as_tensor() - torch.as_tensor(recon, dtype=torch.float32)[None]) ** 2
     has_mask = mask is not None and label == 1
     return (
-        {"label": torch.tensor(label), "mask": torch.as_tensor(mask if mask is not None else np.zeros_like(pred))[None],
-         "has_mask": torch.tensor(int(has_mask))},
-        {"image": image, "pred": torch.as_tensor(pred)[None], "error": error,
-         "score": float(error.mean()) if score is None else score, "lungs_found": 2},
+        {
+            "label": torch.tensor(label),
+            "mask": torch.as_tensor(mask if mask is not None else np.zeros_like(pred))[None],
+            "has_mask": torch.tensor(int(has_mask)),
+        },
+        {
+            "image": image,
+            "pred": torch.as_tensor(pred)[None],
+            "error": error,
+            "score": float(error.mean()) if score is None else score,
+            "lungs_found": 2,
+        },
     )
 
 
@@ -69,7 +78,9 @@ def test_report_handler_by_hand(tmp_path):
 def test_scored_once_is_enforced(tmp_path):
     z = np.zeros((2, 2), np.float32)
     b, o = _item(z, z, z.astype(np.uint8), 0, name="same.png")
-    report = AnomalyEvaluationReport(tmp_path, [{"image": "same.png", "label": 0}], FailureLog(tmp_path / "f"), progress=False)
+    report = AnomalyEvaluationReport(
+        tmp_path, [{"image": "same.png", "label": 0}], FailureLog(tmp_path / "f"), progress=False
+    )
     report.started()
     report.iteration_completed(SimpleNamespace(state=SimpleNamespace(batch=[b, b], output=[o, o])))
     with pytest.raises(RuntimeError, match="exactly once"):

@@ -77,9 +77,17 @@ def test_plot_roc_pr_writes_two_pngs(tmp_path):
 
 
 METRICS = {
-    "mode": "full", "num_images": 8, "num_healthy": 4, "num_diseased": 4, "num_with_masks": 4,
-    "score_rule": "mean_error", "mask_rule": "error > 0.1", "image_auroc": 0.875, "image_ap": None,
-    "pixel_dice": 0.5, "best_f1": {"threshold": 0.0123, "f1": 0.8, "precision": 0.75, "recall": 0.857},
+    "mode": "full",
+    "num_images": 8,
+    "num_healthy": 4,
+    "num_diseased": 4,
+    "num_with_masks": 4,
+    "score_rule": "mean_error",
+    "mask_rule": "error > 0.1",
+    "image_auroc": 0.875,
+    "image_ap": None,
+    "pixel_dice": 0.5,
+    "best_f1": {"threshold": 0.0123, "f1": 0.8, "precision": 0.75, "recall": 0.857},
     "pixel_best_threshold": 0.05,
 }
 

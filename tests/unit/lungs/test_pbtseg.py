@@ -21,13 +21,17 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _pad(img, lung, top, bottom, left, right, value=0.0):
-    return (np.pad(img, ((top, bottom), (left, right)), constant_values=value),
-            np.pad(lung, ((top, bottom), (left, right))))
+    return (
+        np.pad(img, ((top, bottom), (left, right)), constant_values=value),
+        np.pad(lung, ((top, bottom), (left, right))),
+    )
 
 
 def _rotate(img, lung, degrees):
-    return (ndimage.rotate(img, degrees, reshape=False, order=1, mode="constant", cval=0.0),
-            ndimage.rotate(lung, degrees, reshape=False, order=0, mode="constant", cval=0))
+    return (
+        ndimage.rotate(img, degrees, reshape=False, order=1, mode="constant", cval=0.0),
+        ndimage.rotate(lung, degrees, reshape=False, order=0, mode="constant", cval=0),
+    )
 
 
 def robustness_cases(tmp_path):
@@ -81,8 +85,10 @@ def test_accuracy_over_robustness_set(tmp_path, capsys):
         print(f"{'case':<28} {'lung 1':>7} {'lung 2':>7}")
         for name, d1, d2, _ in rows:
             print(f"{name:<28} {d1:7.3f} {d2:7.3f}")
-        print(f"{'mean':<28} {np.mean([r[1] for r in rows]):7.3f} {np.mean([r[2] for r in rows]):7.3f}"
-              f"   (min {min(all_d):.3f})")
+        print(
+            f"{'mean':<28} {np.mean([r[1] for r in rows]):7.3f} {np.mean([r[2] for r in rows]):7.3f}"
+            f"   (min {min(all_d):.3f})"
+        )
     assert not any(r[3] for r in rows), "lung labels swapped"
     assert np.mean([r[1] for r in rows]) >= 0.90 and np.mean([r[2] for r in rows]) >= 0.90
     assert min(all_d) >= 0.75, rows
@@ -227,8 +233,10 @@ def _grid(seeds, sizes, diseased: bool, **params):
 
 def _report(title: str, d: np.ndarray) -> str:
     med, worst = np.median(d, axis=0), d.min(axis=0)
-    return (f"{title}: n={len(d)} lungs; Dice median whole {med[0]:.3f} upper {med[1]:.3f} middle {med[2]:.3f} "
-            f"lower {med[3]:.3f}; worst whole {worst[0]:.3f} lower {worst[3]:.3f}")
+    return (
+        f"{title}: n={len(d)} lungs; Dice median whole {med[0]:.3f} upper {med[1]:.3f} middle {med[2]:.3f} "
+        f"lower {med[3]:.3f}; worst whole {worst[0]:.3f} lower {worst[3]:.3f}"
+    )
 
 
 def test_whole_lungs_on_hard_healthy_phantoms(capsys):
@@ -243,16 +251,28 @@ def test_added_steps_reach_the_lower_zones(capsys):
     """The published core alone (no zone correction, edge level, diaphragm extension, lateral hull, mirror completion
     or pair test: PBTSeg before issue 10) misses lower-zone lung;
     the added steps recover it on the same images (fails on the core-only PBTSeg by construction of the test)."""
-    core = dict(zone_correction=False, diaphragm_reach=0.0, lateral_hull=False, edge_level=False, mirror_completion=0.0,
-                require_pair=False, join_pieces=0.0, neck_cut=0.0)
+    core = dict(
+        zone_correction=False,
+        diaphragm_reach=0.0,
+        lateral_hull=False,
+        edge_level=False,
+        mirror_completion=0.0,
+        require_pair=False,
+        join_pieces=0.0,
+        neck_cut=0.0,
+    )
     seeds = range(300, 312)
     ours, _ = _grid(seeds, [256], diseased=False)
     base, _ = _grid(seeds, [256], diseased=False, **core)
     sick, _ = _grid(seeds, [256], diseased=True)
     sick_base, _ = _grid(seeds, [256], diseased=True, **core)
     with capsys.disabled():
-        for t, d in (("ours healthy", ours), ("core healthy", base), ("ours diseased", sick),
-                     ("core diseased", sick_base)):
+        for t, d in (
+            ("ours healthy", ours),
+            ("core healthy", base),
+            ("ours diseased", sick),
+            ("core diseased", sick_base),
+        ):
             print("\n" + _report(t, d), end="")
         print()
     assert np.mean(ours[:, 3]) > np.mean(base[:, 3]) + 0.01
@@ -262,9 +282,17 @@ def test_added_steps_reach_the_lower_zones(capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "diseased",
-    [False, pytest.param(True, marks=pytest.mark.xfail(
-        strict=True, reason="worst-case target not met (median is): lung hidden under dense lobar consolidation is "
-                            "only partly recovered, worst per-lung Dice 0.74 (README, Lung masks: limits)"))],
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="worst-case target not met (median is): lung hidden under dense lobar consolidation is "
+                "only partly recovered, worst per-lung Dice 0.74 (README, Lung masks: limits)",
+            ),
+        ),
+    ],
 )
 def test_targets_full_grid(diseased, capsys):
     """40 seeds x 256/512/1024 px, storage variants cycling (gamma 0.6/1.6, 8/12/16-bit, float)."""
@@ -281,8 +309,16 @@ def test_restricted_masks_keep_lesions_at_the_lung_edge():
     lose a lesion entirely (the core-only map does)."""
     from bundle.evaluation.postprocess import dilate_lungs
 
-    core = dict(zone_correction=False, diaphragm_reach=0.0, lateral_hull=False, edge_level=False,
-                mirror_completion=0.0, require_pair=False, join_pieces=0.0, neck_cut=0.0)
+    core = dict(
+        zone_correction=False,
+        diaphragm_reach=0.0,
+        lateral_hull=False,
+        edge_level=False,
+        mirror_completion=0.0,
+        require_pair=False,
+        join_pieces=0.0,
+        neck_cut=0.0,
+    )
     kept = {"ours": [], "core": []}
     for seed in range(400, 412):
         ph = make_phantom(256, seed=seed, diseased=True)

@@ -21,8 +21,15 @@ def pinned_inputs(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 # matched to the published code (benchmarks/bench_synthesis.py: every statistic within 4 % of the published
 # one). Other seed sets of 160 draws give q10 within 10 % and the rest within 7 % of these, so a faster
 # implementation that draws differently still passes, while a drift of the distribution does not.
-PINNED = {"area_q10": 0.225, "area_median": 0.619, "area_q90": 1.041, "mean_in_mask": 0.259,
-          "per_lung_pixel": 0.179, "outside_share": 0.046, "pieces_median": 2.0}
+PINNED = {
+    "area_q10": 0.225,
+    "area_median": 0.619,
+    "area_q90": 1.041,
+    "mean_in_mask": 0.259,
+    "per_lung_pixel": 0.179,
+    "outside_share": 0.046,
+    "pieces_median": 2.0,
+}
 
 
 def test_statistics_pinned_on_fixed_seeds():

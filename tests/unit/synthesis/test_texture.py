@@ -17,13 +17,19 @@ from bundle.synthesis.texture import (
 )
 from tests.synthesis_inputs import SIZE, check_properties, cxr_like, ellipse_lungs
 
-lung_spec = st.tuples(
-    st.floats(0.05, 0.95), st.floats(0.05, 0.95), st.floats(0.02, 0.6), st.floats(0.02, 0.6)
-) | st.none()
+lung_spec = (
+    st.tuples(st.floats(0.05, 0.95), st.floats(0.05, 0.95), st.floats(0.02, 0.6), st.floats(0.02, 0.6)) | st.none()
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**31 - 1), left=lung_spec, right=lung_spec, img_seed=st.integers(0, 1000), level=st.sampled_from(["cxr", "black", "white", "noise"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    left=lung_spec,
+    right=lung_spec,
+    img_seed=st.integers(0, 1000),
+    level=st.sampled_from(["cxr", "black", "white", "noise"]),
+)
 def test_properties_random_lungs_and_images(seed, left, right, img_seed, level):
     lung = ellipse_lungs(SIZE, left, right)
     image = {
@@ -77,7 +83,9 @@ def test_stroke_counts_never_all_zero_and_bounded():
     # only zero counts possible except one value: the redraw must still terminate with strokes
     params = TextureAnomalyParams(stroke_counts=(0, 1), zero_stroke_prob=0.99)
     for seed in range(5):
-        _, _, info = synthesize_texture_anomaly(cxr_like(SIZE), ellipse_lungs(SIZE), np.random.RandomState(seed), params)
+        _, _, info = synthesize_texture_anomaly(
+            cxr_like(SIZE), ellipse_lungs(SIZE), np.random.RandomState(seed), params
+        )
         assert info["strokes"] >= 1
 
 

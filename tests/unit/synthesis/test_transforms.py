@@ -21,7 +21,11 @@ def test_exported_from_transforms():
 def test_array_types_shapes_and_properties(kind):
     img = cxr_like(SIZE)[None]
     lung = ellipse_lungs(SIZE)[None]
-    x = {"numpy": img, "torch": torch.from_numpy(img), "meta": MetaTensor(torch.from_numpy(img), meta={"filename_or_obj": "a.png"})}[kind]
+    x = {
+        "numpy": img,
+        "torch": torch.from_numpy(img),
+        "meta": MetaTensor(torch.from_numpy(img), meta={"filename_or_obj": "a.png"}),
+    }[kind]
     t = RandTextureAnomaly(prob=1.0)
     t.set_random_state(0)
     out, mask = t(x, lung)
@@ -58,7 +62,9 @@ def test_reproducible_with_set_random_state_and_seeds_differ():
         ellipse_lungs(SIZE) * 127,  # other label values (binary 0/254 masks) count as lungs
     ],
 )
-@pytest.mark.parametrize("image", [np.zeros((SIZE, SIZE), np.float32), np.ones((SIZE, SIZE), np.float32), cxr_like(SIZE)])
+@pytest.mark.parametrize(
+    "image", [np.zeros((SIZE, SIZE), np.float32), np.ones((SIZE, SIZE), np.float32), cxr_like(SIZE)]
+)
 def test_degenerate_inputs_never_hang_or_raise(lung, image):
     t = RandTextureAnomaly().set_random_state(1)
     ((out, mask, info),) = t.variants(image[None], lung[None], 1)
@@ -116,7 +122,9 @@ def test_dict_single_sample():
     assert d["target"] is not src["image"] and d["label"] == 0 and d["lung"] is src["lung"]
     assert d["anomaly_meta"]["anomaly"] and d["anomaly_meta"]["area"] == pytest.approx(float(d["anomaly_mask"].mean()))
     assert isinstance(d["image"], MetaTensor) and isinstance(d["anomaly_mask"], MetaTensor)
-    check_properties(np.asarray(src["image"])[0], src["lung"][0], np.asarray(d["image"])[0], np.asarray(d["anomaly_mask"])[0])
+    check_properties(
+        np.asarray(src["image"])[0], src["lung"][0], np.asarray(d["image"])[0], np.asarray(d["anomaly_mask"])[0]
+    )
 
 
 def test_dict_variants_healthy_copy_and_collation():
@@ -145,7 +153,7 @@ def test_dict_fixed_variants_and_reproducible():
     b = RandTextureAnomalyd(num_variants=2).set_random_state(3)
     oa, ob = a(_sample()), b(_sample())
     assert len(oa) == 2
-    for x, y in zip(oa, ob):
+    for x, y in zip(oa, ob, strict=True):
         np.testing.assert_array_equal(x["image"], y["image"])
 
 

@@ -1,4 +1,5 @@
-"""bundle/training/data.py: the training split (the synthetic monitor stays in training) and the learning-rate policy."""
+"""bundle/training/data.py: the training split (the synthetic monitor stays in training) and the learning-rate
+policy."""
 
 from __future__ import annotations
 

@@ -82,4 +82,4 @@ def test_iteration_trains_all_terms_and_reports_them():
     assert out["loss_terms"]["feature"] > 0  # the variants' features differ from their healthy copy's
     assert out["pred"].shape == out["image"].shape == (5, 1, 16, 16)
     assert trainer.state.iteration == 3
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))

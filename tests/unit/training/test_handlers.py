@@ -112,8 +112,11 @@ def test_resume_adopts_a_later_record_of_the_same_run(tmp_path):
     saver.best_metric, saver.best_iteration = 0.8, 10
     state = saver.state_dict()  # what the checkpoint at iteration 10 holds
     torch.save(net.state_dict(), tmp_path / "model_best.pt")
-    (tmp_path / "model_best.json").write_text(json.dumps({"key_metric": "val_image_auroc", "value": 0.9, "epoch": 3,
-                                                           "iteration": 15, "run_id": state["run_id"]}))
+    (tmp_path / "model_best.json").write_text(
+        json.dumps(
+            {"key_metric": "val_image_auroc", "value": 0.9, "epoch": 3, "iteration": 15, "run_id": state["run_id"]}
+        )
+    )
     resumed = ModelSaver(_net(1), tmp_path)
     resumed.load_state_dict(state)
     assert resumed.best_metric == 0.9 and resumed.best_iteration == 15
@@ -126,7 +129,10 @@ def test_old_checkpoint_without_record_resumes_with_a_warning(tmp_path, caplog):
     net = _net(0)
     trainer = Engine(lambda e, b: None)
     trainer.state.max_epochs = 5
-    torch.save({"model": net.state_dict(), "trainer": {"iteration": 2, "max_epochs": 1, "epoch_length": 2}}, tmp_path / "old.pt")
+    torch.save(
+        {"model": net.state_dict(), "trainer": {"iteration": 2, "max_epochs": 1, "epoch_length": 2}},
+        tmp_path / "old.pt",
+    )
     saver = ModelSaver(net, tmp_path)
     loader = ResumeFromCheckpoint({"model": net, "model_saver": saver}, tmp_path, ckpt_path=str(tmp_path / "old.pt"))
     with caplog.at_level("WARNING"):
@@ -208,7 +214,10 @@ def test_latest_checkpoint_by_number_then_time(tmp_path):
 
 
 def test_loss_terms_for_the_stats_handlers():
-    output = {"loss": torch.tensor(9.0), "loss_terms": {"loss": torch.tensor(1.5), "mse": torch.tensor(0.5), "dice": 0.25}}
+    output = {
+        "loss": torch.tensor(9.0),
+        "loss_terms": {"loss": torch.tensor(1.5), "mse": torch.tensor(0.5), "dice": 0.25},
+    }
     terms = loss_terms(output)
     assert terms == {"loss": 1.5, "loss/mse": 0.5, "loss/dice": 0.25}
     assert all(type(v) is float for v in terms.values())

@@ -13,8 +13,12 @@ def test_validation_transforms_and_metrics(phantom):
     from bundle.training.validation import ImageAP, ImageAUROC, PixelDice, SeededTextureAnomalyd, ValidationItemsd
 
     p = phantom(size=64, seed=3)
-    item = {"image": torch.as_tensor(p.image[None]), "lung": torch.as_tensor(p.lung[None]), "label": 1,
-            "synthetic_seed": 7}
+    item = {
+        "image": torch.as_tensor(p.image[None]),
+        "lung": torch.as_tensor(p.lung[None]),
+        "label": 1,
+        "synthetic_seed": 7,
+    }
     a, b = SeededTextureAnomalyd()(dict(item)), SeededTextureAnomalyd()(dict(item))
     assert torch.equal(a["image"], b["image"]) and a["mask"].sum() > 0  # fixed per seed
     no_lung = SeededTextureAnomalyd()({**item, "lung": torch.zeros_like(item["lung"])})
@@ -27,8 +31,11 @@ def test_validation_transforms_and_metrics(phantom):
     image[2:, :, 4:8, 4:8] = 0.8
     recon = torch.zeros_like(image)
     mask = (image > 0).float()
-    out = {"image": image, "pred": recon, "label": {"label": torch.tensor([0, 0, 1, 1]), "mask": mask,
-                                                     "has_mask": torch.tensor([0, 0, 1, 1])}}
+    out = {
+        "image": image,
+        "pred": recon,
+        "label": {"label": torch.tensor([0, 0, 1, 1]), "mask": mask, "has_mask": torch.tensor([0, 0, 1, 1])},
+    }
     values = {}
     for name, metric in (("auroc", ImageAUROC()), ("ap", ImageAP()), ("dice", PixelDice())):
         metric.reset()
@@ -76,7 +83,9 @@ def test_operating_point_selected_on_validation_data():
     assert (point["score_rule"], point["score_smoothing"]) == ("lung_mean", 0.0)  # first of the tied best
     dice = point["mask_dice"]
     assert dice["relative=0.2, lungs=false, smoothing=0"] < 1.0  # the published mask also marks the strip
-    assert dice["relative=0.2, lungs=true, smoothing=0"] == 1.0 and dice["relative=0.4, lungs=false, smoothing=0"] == 1.0
+    assert (
+        dice["relative=0.2, lungs=true, smoothing=0"] == 1.0 and dice["relative=0.4, lungs=false, smoothing=0"] == 1.0
+    )
     assert (point["mask_relative"], point["restrict_to_lungs"]) == (0.4, False)  # the first with Dice 1
     assert (point["num_healthy"], point["num_diseased"], point["num_with_masks"]) == (4, 4, 4)
     # smoothing candidates: every one is measured, and the choice is one of them
