@@ -10,16 +10,15 @@ at the cost of two or three runs per config.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from tests.workflows.bundle_run import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -74,25 +73,9 @@ GRID_TAG = "train/target_input_mask_recon_error"
 
 
 def _run(args: list[str], cwd: Path, expect: int = 0, torchrun: int = 0, timeout: int = 600) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    head = [sys.executable, "-m", "monai.bundle", "run"]
-    if torchrun:
-        head = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes=1",
-            f"--nproc_per_node={torchrun}",
-            "-m",
-            "monai.bundle",
-            "run",
-        ]
-    proc = subprocess.run(head + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == expect, f"exit {proc.returncode}, expected {expect}:\n{log[-8000:]}"
-    return log
+    """The run's log (stdout + stderr), after checking its exit status."""
+    proc = run_bundle(args, cwd, expect=expect, torchrun=torchrun, timeout=timeout)
+    return proc.stdout + proc.stderr
 
 
 def _flags(config: str, value: str, **extra) -> list[str]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.workflows.bundle_run import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,24 +118,7 @@ def test_no_training_images_fails_early(tmp_path):
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 480, torchrun: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.setdefault("OMP_NUM_THREADS", "1" if torchrun else "2")
-    head = [sys.executable, "-m", "monai.bundle", "run"]
-    if torchrun:
-        head = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes=1",
-            f"--nproc_per_node={torchrun}",
-            "-m",
-            "monai.bundle",
-            "run",
-        ]
-    proc = subprocess.run(head + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-6000:]
-    return proc
+    return run_bundle(args, cwd, torchrun=torchrun, timeout=timeout, threads="1" if torchrun else "2")
 
 
 def _overrides(bundle_root: Path, dataset_dir: Path, **kw) -> list[str]:
