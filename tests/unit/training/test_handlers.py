@@ -24,8 +24,7 @@ from bundle.training.handlers import (
     loss_terms,
 )
 from bundle.training.losses import ARTASynLoss
-from tests.unit.training.test_engine import _group_batch, _tiny_unet, _trainer
-from tests.unit.training.test_validation import _selection_batches
+from tests.unit.training.training_inputs import group_batch, selection_batches, tiny_unet, trainer_for
 
 
 def _net(seed: int) -> torch.nn.Module:
@@ -225,11 +224,11 @@ def test_loss_terms_for_the_stats_handlers():
 
 def test_iteration_with_ema_and_image_grid(tmp_path):
     torch.manual_seed(0)
-    net = _tiny_unet()
+    net = tiny_unet()
     ema = WeightEMA(net, decay=0.5, enabled=True)
     writer = torch.utils.tensorboard.SummaryWriter(str(tmp_path))
     grid = TensorBoardImageGrid(summary_writer=writer, interval=2)
-    trainer = _trainer(net, ARTASynLoss(weights={"feature": 0}), [_group_batch(seed=s) for s in range(2)])
+    trainer = trainer_for(net, ARTASynLoss(weights={"feature": 0}), [group_batch(seed=s) for s in range(2)])
     from bundle.training.handlers import EMAUpdate
 
     EMAUpdate(ema).attach(trainer)
@@ -246,7 +245,7 @@ def test_iteration_with_ema_and_image_grid(tmp_path):
 
 
 def test_ema_disabled_is_the_network_itself():
-    net = _tiny_unet()
+    net = tiny_unet()
     ema = WeightEMA(torch.nn.DataParallel(net), enabled=False)
     assert ema.network is net and ema.state_dict() == {}
     with pytest.raises(ValueError, match="decay"):
@@ -263,13 +262,13 @@ def test_latest_checkpoint(tmp_path):
 def test_select_operating_point_handler_writes_the_choice(tmp_path):
     from bundle.training.handlers import SelectOperatingPoint
 
-    net = _tiny_unet()
+    net = tiny_unet()
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    batches = _selection_batches()
+    batches = selection_batches()
     for b in batches:  # the tiny UNet takes 16 x 16 images (stride 2 x 2)
         b["image"] = b["image"].clamp(0, 1)
     out = tmp_path / "threshold.json"
-    handler = SelectOperatingPoint(_tiny_unet(), batches, tmp_path / "model.pt", out, mode="validation")
+    handler = SelectOperatingPoint(tiny_unet(), batches, tmp_path / "model.pt", out, mode="validation")
     point = handler()
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(point)) and saved["weights"] == "model.pt"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.unit.training.training_inputs import RemovesBright, selection_batches
+
 
 def test_validation_transforms_and_metrics(phantom):
     import numpy as np
@@ -47,35 +49,10 @@ def test_validation_transforms_and_metrics(phantom):
     assert np.isnan(empty.compute())
 
 
-class _RemovesBright(torch.nn.Module):
-    """Stand-in reconstruction network: keeps pixels below 0.25 and zeroes the rest (it "removes" bright things)."""
-
-    def forward(self, x):
-        return x * (x < 0.25)
-
-
-def _selection_batches():
-    """Healthy images with a bright strip outside the lungs (normal anatomy the network cannot rebuild, brighter
-    from image to image) and diseased images with a faint strip and a small lesion inside the lungs."""
-    n, size = 4, 16
-    image = torch.full((2 * n, 1, size, size), 0.1)
-    lung = torch.zeros_like(image)
-    lung[:, :, 4:12, 2:14] = 1
-    mask = torch.zeros_like(image)
-    for i in range(n):
-        image[i, :, :2] = 0.6 + 0.12 * i  # healthy: error outside the lungs only
-        image[n + i, :, :2] = 0.3
-        image[n + i, :, 6:8, 6:8] = 0.9  # diseased: a 2 x 2 lesion in the lungs
-        mask[n + i, :, 6:8, 6:8] = 1
-    labels = torch.tensor([0] * n + [1] * n)
-    batch = {"image": image, "lung": lung, "mask": mask, "label": labels, "has_mask": labels.clone()}
-    return [{k: v[:n] for k, v in batch.items()}, {k: v[n:] for k, v in batch.items()}]
-
-
 def test_operating_point_selected_on_validation_data():
     from bundle.training.validation import select_operating_point
 
-    point = select_operating_point(_RemovesBright(), _selection_batches(), smoothings=[0.0])
+    point = select_operating_point(RemovesBright(), selection_batches(), smoothings=[0.0])
     auroc = point["score_auroc"]
     # the whole-image mean ranks the bright healthy strips above the lesions; the lung rules rank perfectly
     assert auroc["mean, smoothing=0"] == 0.0 and auroc["p99, smoothing=0"] == 0.75
@@ -89,8 +66,8 @@ def test_operating_point_selected_on_validation_data():
     assert (point["mask_relative"], point["restrict_to_lungs"]) == (0.4, False)  # the first with Dice 1
     assert (point["num_healthy"], point["num_diseased"], point["num_with_masks"]) == (4, 4, 4)
     # smoothing candidates: every one is measured, and the choice is one of them
-    smoothed = select_operating_point(_RemovesBright(), _selection_batches(), smoothings=[0.0, 0.05])
+    smoothed = select_operating_point(RemovesBright(), selection_batches(), smoothings=[0.0, 0.05])
     assert "lung_p99, smoothing=0.05" in smoothed["score_auroc"] and smoothed["score_smoothing"] in (0.0, 0.05)
     assert "relative=0.3, lungs=true, smoothing=0.05" in smoothed["mask_dice"]
     with pytest.raises(ValueError, match="healthy and diseased"):
-        select_operating_point(_RemovesBright(), _selection_batches()[:1])
+        select_operating_point(RemovesBright(), selection_batches()[:1])
