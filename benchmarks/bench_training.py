@@ -55,6 +55,9 @@ from monai.data import list_data_collate
 from monai.engines import SupervisedTrainer
 from monai.utils import set_determinism
 
+from bundle.evaluation.operating_point import describe_point_mask
+from bundle.training.validation import MASK_SETTINGS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -229,12 +232,11 @@ def selected_metrics(network: torch.nn.Module, monitor, test_loader, device: tor
         mask_relatives=[point["mask_relative"]],
         restrict_options=[point["restrict_to_lungs"]],
         mask_smoothings=[point["mask_smoothing"]],
+        mask_floors=[point["mask_floor"]],
+        mask_polarities=[point["mask_polarity"]],
     )
     return {
-        **{
-            k: point[k]
-            for k in ("score_rule", "score_smoothing", "mask_relative", "restrict_to_lungs", "mask_smoothing")
-        },
+        **{k: point[k] for k in ("score_rule", "score_smoothing", *MASK_SETTINGS)},
         "selected_auroc": next(iter(test["score_auroc"].values())),
         "selected_dice": next(iter(test["mask_dice"].values())),
     }
@@ -328,8 +330,8 @@ def curve(
                 f"{name:6s} it {engine.state.iteration:6d}  train {state['t']:7.1f} s  loss {loss:.4f}  "
                 f"image AUROC {m['image_auroc']:.3f}  pixel Dice {m['pixel_dice']:.3f}  "
                 + (
-                    f"selected rules ({m['score_rule']} smoothed {m['score_smoothing']:g}; mask {m['mask_relative']:g} "
-                    f"x max, lungs only {m['restrict_to_lungs']}, smoothed {m['mask_smoothing']:g}): "
+                    f"selected rules ({m['score_rule']} smoothed {m['score_smoothing']:g}; mask "
+                    f"{describe_point_mask(m)}): "
                     f"image AUROC {m['selected_auroc']:.3f}  pixel Dice "
                     f"{m['selected_dice']:.3f}  "
                     if select
@@ -354,7 +356,7 @@ def rules(bundle_root: str, configs: list[str], overrides: dict[str, object]) ->
     """Every candidate of :func:`bundle.training.validation.select_operating_point` on the synthetic monitor and on
     the test
     set (diagnosis: the test figures are never used to choose), for the weights in ``<bundle_root>/models``."""
-    from bundle.training.validation import select_operating_point
+    from bundle.training.validation import chosen_candidates, select_operating_point
 
     def parsed(extra: list[str]) -> ConfigParser:
         p = ConfigParser()
@@ -378,14 +380,13 @@ def rules(bundle_root: str, configs: list[str], overrides: dict[str, object]) ->
     for key, value in monitor["score_auroc"].items():
         d = monitor["score_separation"][key]
         print(f"{key:30s} {value:13.3f} {'inf' if d is None else f'{d:.2f}':>9s} {test['score_auroc'][key]:10.3f}")
-    print(f"{'mask rule':40s} {'monitor Dice':>12s} {'test Dice':>9s}")
+    print(f"{'mask rule':75s} {'monitor Dice':>12s} {'test Dice':>9s}")
     for key, value in monitor["mask_dice"].items():
-        print(f"{key:40s} {value:12.3f} {test['mask_dice'][key]:9.3f}")
-    print(
-        f"chosen on the monitor: score {monitor['score_rule']} smoothing {monitor['score_smoothing']:g}; mask "
-        f"{monitor['mask_relative']:g} x max, lungs only {monitor['restrict_to_lungs']}, smoothing "
-        f"{monitor['mask_smoothing']:g}"
-    )
+        print(f"{key:75s} {value:12.3f} {test['mask_dice'][key]:9.3f}")
+    score, mask = chosen_candidates(monitor)
+    print(f"chosen on the monitor: score {score}; mask {describe_point_mask(monitor)}")
+    chosen = f"image AUROC {test['score_auroc'][score]:.3f}, pixel Dice {test['mask_dice'][mask]:.3f}"
+    print(f"the chosen rules on the test set (diagnosis only): {chosen}")
 
 
 def _plain_overrides() -> dict[str, object]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from bundle.evaluation.operating_point import MASK_POLARITIES
 from bundle.evaluation.postprocess import image_score
 from bundle.lungs.pbtseg import PBTSegParams
 from bundle.training.network import check_image_size
@@ -362,6 +363,10 @@ class RuleOptions(Options):
     )
     mask_threshold: float | None = option(_OPTIONAL_UNIT, "fixed mask threshold on |image - recon|")
     mask_relative: float = option(_UNIT, "relative factor of the per-image mask rule (published 0.2)")
+    mask_floor: float = option(_UNIT, "lower bound of the per-image mask rule (published 0.03)")
+    mask_polarity: str = option(
+        _choice(*MASK_POLARITIES), "absolute: |image - recon| (published); brighter: only where image > recon"
+    )
     mask_smoothing: float = option(
         _number(0.0, 0.5), "Gaussian sigma of |image - recon| for the mask, fraction of the size"
     )

@@ -29,11 +29,13 @@ __all__ = [
     "DEFAULT_MIN_THRESHOLD",
     "DEFAULT_RELATIVE_THRESHOLD",
     "DEFAULT_LUNG_DILATION",
+    "MASK_POLARITIES",
     "load_operating_point",
     "save_operating_point",
     "calibrated_operating_point",
     "with_defaults",
     "describe_mask_rule",
+    "describe_point_mask",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ DEFAULT_SCORE_RULE = "mean"
 #: the published per-image mask rule: |image - recon| >= max(0.03, 0.2 x per-image max)
 DEFAULT_MIN_THRESHOLD = 0.03
 DEFAULT_RELATIVE_THRESHOLD = 0.2
+#: which difference the mask thresholds: ``absolute`` = |image - recon| (published); ``brighter`` = the part of
+#: ``image - recon`` above 0, i.e. only where the image is brighter (denser) than its healthy reconstruction:
+#: opacities add density, while a reconstruction brighter than the image (a dark edge, a missed bright rib) is no
+#: opacity. Images are read with dense = bright (MONOCHROME1 DICOM is inverted on reading).
+MASK_POLARITIES = ("absolute", "brighter")
 #: margin of the optional lung restriction, as a fraction of the image size (keeps opacities at the lung edge)
 DEFAULT_LUNG_DILATION = 0.03
 
@@ -56,6 +63,7 @@ def load_operating_point(path: str | os.PathLike | None) -> dict[str, Any]:
     Returns:
         dict that may hold ``score_rule``, ``score_smoothing``, ``score_threshold`` (image label = diseased when
         ``score >= score_threshold``), ``mask_threshold`` (fixed, on |image - recon|), ``mask_relative``,
+        ``mask_floor`` (lower bound of the per-image rule), ``mask_polarity`` (:data:`MASK_POLARITIES`),
         ``mask_smoothing``, ``restrict_to_lungs``, plus provenance fields (``selected_on`` / ``calibrated_on``).
     """
     if path is None or not os.path.isfile(path):
@@ -78,6 +86,8 @@ def with_defaults(point: dict[str, Any] | None) -> dict[str, Any]:
         "score_threshold": point.get("score_threshold"),
         "mask_threshold": point.get("mask_threshold"),
         "mask_relative": float(point.get("mask_relative", DEFAULT_RELATIVE_THRESHOLD)),
+        "mask_floor": float(point.get("mask_floor", DEFAULT_MIN_THRESHOLD)),
+        "mask_polarity": str(point.get("mask_polarity", MASK_POLARITIES[0])),
         "mask_smoothing": float(point.get("mask_smoothing", 0.0)),
         "restrict_to_lungs": bool(point.get("restrict_to_lungs", False)),
     }
@@ -115,6 +125,21 @@ def calibrated_operating_point(
     return point
 
 
+def describe_point_mask(point: dict[str, Any], lung_dilation: float = DEFAULT_LUNG_DILATION) -> str:
+    """:func:`describe_mask_rule` of the mask settings of an operating point (published defaults where it names
+    none), as the training log and the benchmarks print a selection."""
+    rules = with_defaults(point)
+    return describe_mask_rule(
+        rules["mask_threshold"],
+        rules["mask_relative"],
+        rules["restrict_to_lungs"],
+        lung_dilation,
+        rules["mask_smoothing"],
+        rules["mask_floor"],
+        rules["mask_polarity"],
+    )
+
+
 def describe_mask_rule(
     threshold: float | None = None,
     relative: float = DEFAULT_RELATIVE_THRESHOLD,
@@ -122,13 +147,15 @@ def describe_mask_rule(
     lung_dilation: float = DEFAULT_LUNG_DILATION,
     smoothing: float = 0.0,
     min_threshold: float = DEFAULT_MIN_THRESHOLD,
+    polarity: str = MASK_POLARITIES[0],
 ) -> str:
     """The mask rule in words, as reports and ``scores.json`` record it (the arguments of
     :func:`bundle.evaluation.postprocess.anomaly_mask`)."""
     bound = f"{threshold:g}" if threshold is not None else f"max({min_threshold:g}, {relative:g} x per-image max)"
-    text = f"|image - recon| >= {bound}"
+    diff = "|image - recon|" if polarity == "absolute" else "max(image - recon, 0)"
+    text = f"{diff} >= {bound}"
     if restrict_to_lungs:
         text += f" within the lungs dilated by {lung_dilation:g} x size"
     if smoothing:
-        text += f", |image - recon| smoothed by a Gaussian of sigma {smoothing:g} x size"
+        text += f", {diff} smoothed by a Gaussian of sigma {smoothing:g} x size"
     return text

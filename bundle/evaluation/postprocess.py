@@ -12,6 +12,8 @@
     threshold found on validation data, stored in ``models/threshold.json``);
   * optional restriction to the lungs dilated by ``lung_dilation`` x the image size (a margin so that
     opacities on the lung border are kept). When no lung was found the restriction is skipped.
+  * ``polarity="brighter"`` thresholds ``max(image - recon, 0)`` instead of ``|image - recon|``: only pixels
+    where the image is brighter (denser) than its healthy reconstruction, as opacities are.
 
 Both the score and the mask can work on a smoothed map (``smoothing``: a Gaussian of sigma = ``smoothing`` x the
 mean image side, so it scales with the image size; 0 = none, the published behaviour): single-pixel errors on
@@ -59,6 +61,7 @@ from bundle.evaluation.operating_point import (
     DEFAULT_MIN_THRESHOLD,
     DEFAULT_RELATIVE_THRESHOLD,
     DEFAULT_SCORE_RULE,
+    MASK_POLARITIES,
 )
 from bundle.keys import Keys
 
@@ -187,6 +190,7 @@ def anomaly_mask(
     min_threshold: float = DEFAULT_MIN_THRESHOLD,
     relative: float = DEFAULT_RELATIVE_THRESHOLD,
     smoothing: float = 0.0,
+    polarity: str = MASK_POLARITIES[0],
 ) -> Any:
     """Binary anomaly mask, decided for every image on its own.
 
@@ -203,6 +207,8 @@ def anomaly_mask(
         relative: fraction of the per-image maximum difference (published 0.2).
         smoothing: Gaussian smoothing of ``|image - recon|`` before thresholding (sigma as a fraction of the
             image side, see :func:`smooth_map`); 0 = none (published).
+        polarity: ``"absolute"`` thresholds ``|image - recon|`` (published); ``"brighter"`` thresholds
+            ``max(image - recon, 0)``, so only pixels brighter than the reconstruction can be anomalous.
 
     Returns:
         uint8 mask with the shape and type (numpy/torch) of ``image``, values 0/1.
@@ -210,7 +216,10 @@ def anomaly_mask(
     img, rec = _to_torch(image).float(), _to_torch(recon).float()
     if img.shape != rec.shape:
         raise ValueError(f"image {tuple(img.shape)} and reconstruction {tuple(rec.shape)} differ in shape.")
-    diff = smooth_map((_as_batch(img) - _as_batch(rec)).abs(), smoothing)
+    if polarity not in MASK_POLARITIES:
+        raise ValueError(f"mask polarity must be one of {MASK_POLARITIES}, got {polarity!r}.")
+    signed = _as_batch(img) - _as_batch(rec)
+    diff = smooth_map(signed.abs() if polarity == "absolute" else signed.clamp(min=0), smoothing)
     region = torch.ones_like(diff, dtype=torch.bool)
     if lung is not None:
         lung_region = dilate_lungs(lung, lung_dilation).to(diff.device)
@@ -327,6 +336,7 @@ class AnomalyMask(Transform):
         min_threshold: lower bound of the per-image threshold.
         relative: fraction of the per-image maximum.
         smoothing: Gaussian smoothing of |image - recon| before thresholding (fraction of the image side).
+        polarity: ``"absolute"`` (published) or ``"brighter"`` (see :func:`anomaly_mask`).
     """
 
     def __init__(
@@ -336,13 +346,25 @@ class AnomalyMask(Transform):
         min_threshold: float = DEFAULT_MIN_THRESHOLD,
         relative: float = DEFAULT_RELATIVE_THRESHOLD,
         smoothing: float = 0.0,
+        polarity: str = MASK_POLARITIES[0],
     ) -> None:
+        if polarity not in MASK_POLARITIES:
+            raise ValueError(f"mask polarity must be one of {MASK_POLARITIES}, got {polarity!r}.")
         self.threshold, self.lung_dilation = threshold, lung_dilation
         self.min_threshold, self.relative, self.smoothing = min_threshold, relative, float(smoothing)
+        self.polarity = polarity
 
     def __call__(self, image: Any, recon: Any, lung: Any | None = None) -> Any:
         return anomaly_mask(
-            image, recon, self.threshold, lung, self.lung_dilation, self.min_threshold, self.relative, self.smoothing
+            image,
+            recon,
+            self.threshold,
+            lung,
+            self.lung_dilation,
+            self.min_threshold,
+            self.relative,
+            self.smoothing,
+            self.polarity,
         )
 
 
@@ -361,6 +383,7 @@ class AnomalyMaskd(MapTransform):
         min_threshold: lower bound of the per-image threshold.
         relative: fraction of the per-image maximum.
         smoothing: Gaussian smoothing of |image - recon| before thresholding (fraction of the image side).
+        polarity: ``"absolute"`` (published) or ``"brighter"`` (see :func:`anomaly_mask`).
         allow_missing_keys: skip silently when the reconstruction is absent.
     """
 
@@ -376,6 +399,7 @@ class AnomalyMaskd(MapTransform):
         min_threshold: float = DEFAULT_MIN_THRESHOLD,
         relative: float = DEFAULT_RELATIVE_THRESHOLD,
         smoothing: float = 0.0,
+        polarity: str = MASK_POLARITIES[0],
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -383,7 +407,7 @@ class AnomalyMaskd(MapTransform):
             raise ValueError(f"AnomalyMaskd writes one mask: give one reconstruction key, got {self.keys}.")
         self.image_key, self.output_key = image_key, output_key
         self.lung_key, self.restrict_to_lungs = lung_key, restrict_to_lungs
-        self.masker = AnomalyMask(threshold, lung_dilation, min_threshold, relative, smoothing)
+        self.masker = AnomalyMask(threshold, lung_dilation, min_threshold, relative, smoothing, polarity)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -31,7 +31,7 @@ from monai.handlers import CheckpointSaver
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from bundle.evaluation.operating_point import save_operating_point
+from bundle.evaluation.operating_point import describe_point_mask, save_operating_point
 from bundle.io import atomic_write
 from bundle.keys import Keys
 from bundle.options import as_bool, is_null
@@ -489,9 +489,8 @@ class SelectOperatingPoint:
         logger.info(
             f"operating point selected on the validation monitor ({point['num_healthy']} healthy, "
             f"{point['num_diseased']} diseased): score {score} (image AUROC {point['score_auroc'][score]:.3f}; "
-            f"published mean {point['score_auroc'].get('mean, smoothing=0', float('nan')):.3f}), mask relative "
-            f"factor {point.get('mask_relative')}, lungs only {point.get('restrict_to_lungs')}, smoothing "
-            f"{point.get('mask_smoothing')}; written to {self.save_path}"
+            f"published mean {point['score_auroc'].get('mean, smoothing=0', float('nan')):.3f}), mask "
+            f"{describe_point_mask(point, self.lung_dilation)}; written to {self.save_path}"
         )
         return point
 

@@ -28,7 +28,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_dst_type
 
 from bundle.evaluation.metrics import DiceAccumulator, ImageScores
-from bundle.evaluation.operating_point import DEFAULT_LUNG_DILATION
+from bundle.evaluation.operating_point import DEFAULT_LUNG_DILATION, DEFAULT_MIN_THRESHOLD, MASK_POLARITIES
 from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
 from bundle.io import read_labels
 from bundle.synthesis.transforms import RandTextureAnomaly
@@ -44,7 +44,10 @@ __all__ = [
     "PixelDice",
     "SCORE_RULE_CANDIDATES",
     "MASK_RELATIVE_CANDIDATES",
+    "MASK_FLOOR_CANDIDATES",
+    "MASK_SETTINGS",
     "select_operating_point",
+    "chosen_candidates",
 ]
 
 logger = logging.getLogger(__name__)
@@ -222,8 +225,13 @@ class PixelDice(_ReconstructionMetric):
 SCORE_RULE_CANDIDATES = ("mean", "p99", "lung_mean", "lung_p99", "lung_max")
 # Relative factor of the per-image mask rule ``|image - recon| >= max(0.03, relative x max)`` (published 0.2).
 MASK_RELATIVE_CANDIDATES = (0.2, 0.1, 0.15, 0.25, 0.3, 0.4, 0.5)
+# Lower bound of that rule (published 0.03): a higher floor keeps an image whose largest difference is faint (a
+# small lesion, or none) from a mask spread over the remaining reconstruction noise.
+MASK_FLOOR_CANDIDATES = (DEFAULT_MIN_THRESHOLD, 0.05)
 # Gaussian smoothing of the maps, sigma as a fraction of the image side (0 = none, published): a doubling grid.
 SMOOTHING_CANDIDATES = (0.0, 0.01, 0.02, 0.04)
+# The mask settings that the selection chooses, as an operating point names them.
+MASK_SETTINGS = ("mask_relative", "restrict_to_lungs", "mask_smoothing", "mask_floor", "mask_polarity")
 
 
 def _log_separation(scores: Sequence[float], labels: Sequence[int]) -> float:
@@ -236,6 +244,24 @@ def _log_separation(scores: Sequence[float], labels: Sequence[int]) -> float:
     return float((d.mean() - h.mean()) / spread) if spread > 0 else float(np.sign(d.mean() - h.mean()) * np.inf)
 
 
+def _score_name(rule: str, smoothing: float) -> str:
+    return f"{rule}, smoothing={smoothing:g}"
+
+
+def _mask_name(relative: float, restrict: bool, smoothing: float, floor: float, polarity: str) -> str:
+    lungs = str(restrict).lower()
+    return f"relative={relative:g}, lungs={lungs}, smoothing={smoothing:g}, floor={floor:g}, polarity={polarity}"
+
+
+def chosen_candidates(point: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The names of the chosen score and mask candidates of a :func:`select_operating_point` result (the keys of
+    its ``score_auroc`` and ``mask_dice`` tables); the mask name is None when no mask was chosen."""
+    score = _score_name(point["score_rule"], point["score_smoothing"])
+    if "mask_relative" not in point:
+        return score, None
+    return score, _mask_name(*(point[k] for k in MASK_SETTINGS))
+
+
 def select_operating_point(
     network: torch.nn.Module,
     dataloader: Any,
@@ -246,13 +272,16 @@ def select_operating_point(
     smoothings: Sequence[float] = SMOOTHING_CANDIDATES,
     mask_smoothings: Sequence[float] | None = None,
     lung_dilation: float | None = None,
+    mask_floors: Sequence[float] = MASK_FLOOR_CANDIDATES,
+    mask_polarities: Sequence[str] = MASK_POLARITIES,
 ) -> dict[str, Any]:
     """Choose the image score rule and the mask rule on the validation monitor (never on a test set).
 
     Every candidate is computed on the same reconstructions. Score: the rule and smoothing with the highest image
     AUROC; ties (e.g. several rules at AUROC 1 on easy synthetic anomalies) go to the larger separation of the
     log scores (:func:`_log_separation`), then to the earlier candidate. Mask: the smoothing, relative factor of
-    the per-image rule and restriction to the dilated lungs with the highest mean per-image Dice over the
+    the per-image rule, its floor, its polarity (``|image - recon|`` or only where the image is brighter) and
+    the restriction to the dilated lungs with the highest mean per-image Dice over the
     diseased items with masks; ties go to the earlier candidate (the published rule is listed first). In the
     synthetic mode these are the training monitor's healthy images with their fixed synthetic anomalies, so the
     choice never sees a test image.
@@ -269,12 +298,15 @@ def select_operating_point(
         smoothings: candidate smoothings of the error map for the score (fraction of the image side).
         mask_smoothings: candidate smoothings for the mask (default: ``smoothings``).
         lung_dilation: dilation of the lung restriction, fraction of the image size (None: the default).
+        mask_floors: candidate lower bounds of the per-image mask rule.
+        mask_polarities: candidate polarities of the mask (:data:`bundle.evaluation.operating_point.MASK_POLARITIES`).
 
     Returns:
-        ``{"score_rule", "score_smoothing", "mask_relative", "mask_smoothing", "restrict_to_lungs", "selected_on",
+        ``{"score_rule", "score_smoothing", "mask_relative", "mask_floor", "mask_polarity", "mask_smoothing",
+        "restrict_to_lungs", "selected_on",
         "num_healthy", "num_diseased", "num_with_masks", "score_auroc": {candidate: AUROC}, "score_separation":
         {candidate: d'}, "mask_dice": {candidate: Dice}}`` (candidates named ``"<rule>, smoothing=<s>"`` and
-        ``"relative=<r>, lungs=<bool>, smoothing=<s>"``).
+        ``"relative=<r>, lungs=<bool>, smoothing=<s>, floor=<f>, polarity=<p>"``).
 
     Raises:
         ValueError: the validation data hold no healthy or no diseased item.
@@ -282,7 +314,14 @@ def select_operating_point(
     dilation = DEFAULT_LUNG_DILATION if lung_dilation is None else lung_dilation
     mask_smoothings = smoothings if mask_smoothings is None else mask_smoothings
     score_cands = [(rule, float(g)) for g in smoothings for rule in score_rules]
-    combos = [(float(r), bool(k), float(g)) for g in mask_smoothings for k in restrict_options for r in mask_relatives]
+    combos = [
+        (float(r), bool(k), float(g), float(f), str(p))
+        for p in mask_polarities
+        for f in mask_floors
+        for g in mask_smoothings
+        for k in restrict_options
+        for r in mask_relatives
+    ]
     scores = {c: ImageScores() for c in score_cands}
     dices = {c: DiceAccumulator() for c in combos}
     was_training = network.training
@@ -304,16 +343,19 @@ def select_operating_point(
                         scores[(rule, g)].update(image_score(err, lung=lung_i, rule=rule, smoothing=g), label)
                     if label == 1 and int(batch["has_mask"][i]):
                         gt = torch.as_tensor(batch["mask"][i])
-                        for relative, restrict, g in combos:
+                        for combo in combos:
+                            relative, restrict, g, floor, polarity = combo
                             pred = anomaly_mask(
                                 image[i],
                                 recon[i],
                                 lung=lung_i if restrict else None,
                                 lung_dilation=dilation,
+                                min_threshold=floor,
                                 relative=relative,
                                 smoothing=g,
+                                polarity=polarity,
                             )
-                            dices[(relative, restrict, g)].update(pred, gt)
+                            dices[combo].update(pred, gt)
     finally:
         network.train(was_training)
     labels = scores[score_cands[0]].labels
@@ -330,16 +372,18 @@ def select_operating_point(
         "num_healthy": labels.count(0),
         "num_diseased": labels.count(1),
         "num_with_masks": len(next(iter(dices.values())).values) if dices else 0,
-        "score_auroc": {f"{r}, smoothing={g:g}": v for (r, g), v in auroc.items()},
+        "score_auroc": {_score_name(*c): v for c, v in auroc.items()},
         # JSON has no infinity: a perfect separation without spread is written as null
-        "score_separation": {
-            f"{r}, smoothing={g:g}": (v if np.isfinite(v) else None) for (r, g), v in separation.items()
-        },
-        "mask_dice": {
-            f"relative={r:g}, lungs={str(k).lower()}, smoothing={g:g}": d for (r, k, g), d in mean_dice.items()
-        },
+        "score_separation": {_score_name(*c): (v if np.isfinite(v) else None) for c, v in separation.items()},
+        "mask_dice": {_mask_name(*c): d for c, d in mean_dice.items()},
     }
     if mean_dice:
-        relative, restrict, g = max(mean_dice, key=lambda c: (mean_dice[c], -combos.index(c)))
-        point.update(mask_relative=relative, restrict_to_lungs=restrict, mask_smoothing=g)
+        relative, restrict, g, floor, polarity = max(mean_dice, key=lambda c: (mean_dice[c], -combos.index(c)))
+        point.update(
+            mask_relative=relative,
+            restrict_to_lungs=restrict,
+            mask_smoothing=g,
+            mask_floor=floor,
+            mask_polarity=polarity,
+        )
     return point

@@ -61,11 +61,18 @@ def test_inference_postprocessing_equals_the_evaluation_chain(tmp_path: Path):
     import torch
 
     (tmp_path / "models").mkdir()
-    point = {"score_rule": "lung_p99", "score_smoothing": 0.01, "mask_relative": 0.3, "restrict_to_lungs": True}
+    point = {
+        "score_rule": "lung_p99",
+        "score_smoothing": 0.01,
+        "mask_relative": 0.3,
+        "restrict_to_lungs": True,
+        "mask_floor": 0.05,
+        "mask_polarity": "brighter",
+    }
     (tmp_path / "models" / "threshold.json").write_text(json.dumps(point))
     phantom = make_phantom(64, seed=1)
     image = torch.from_numpy(phantom.image[None]).float()
-    recon = (image + 0.2 * torch.rand_like(image)).clamp(0, 1)
+    recon = (image + 0.4 * (torch.rand_like(image) - 0.5)).clamp(0, 1)
     lung = torch.from_numpy(phantom.lung[None].astype("uint8"))
 
     def run(chain, n_steps):
@@ -79,7 +86,8 @@ def test_inference_postprocessing_equals_the_evaluation_chain(tmp_path: Path):
     inference = _parser("inference.json", bundle_root=str(tmp_path))
     theirs = run(inference.get_parsed_content("postprocessing"), 4)  # the steps before the inversion to the input size
     assert evaluate.get_parsed_content("mask_rule") == inference.get_parsed_content("mask_rule")
-    assert "within the lungs" in inference.get_parsed_content("mask_rule")  # the file's choice was applied
+    rule = inference.get_parsed_content("mask_rule")  # the file's choices were applied
+    assert rule.startswith("max(image - recon, 0) >= max(0.05, 0.3 x") and "within the lungs" in rule
     assert ours["score"] == pytest.approx(theirs["score"])
     torch.testing.assert_close(ours["error"], theirs["error"])
     assert torch.equal(ours["pred"], theirs["pred"]) and ours["pred"].any()

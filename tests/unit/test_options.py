@@ -230,6 +230,8 @@ def test_each_boolean_option_stops_the_run_on_a_bad_value(tmp_path, demo_root):
         ("evaluate.json", {"mask_threshold": 1.5}, "--mask_threshold: expected a number in [0, 1], got 1.5"),
         ("evaluate.json", {"eval_split": "train"}, "--eval_split must be one of test, validation"),
         ("evaluate.json", {"val_batch_size": 0}, "--val_batch_size: expected an integer >= 1"),
+        ("evaluate.json", {"mask_polarity": "darker"}, "--mask_polarity must be one of absolute, brighter"),
+        ("inference.json", {"mask_floor": 2}, "--mask_floor: expected a number in [0, 1], got 2"),
         ("inference.json", {"score_threshold": -0.1}, "--score_threshold: expected a number in [0, 1], got -0.1"),
         ("inference.json", {"batch_size": 0}, "--batch_size: expected an integer >= 1"),
         ("inference.json", {"score_rule": "p101"}, "--score_rule: percentile in score rule 'p101'"),

@@ -21,6 +21,7 @@ def test_missing_file_means_the_published_rules(tmp_path):
     rules = with_defaults({})
     assert rules["score_rule"] == "mean" and rules["mask_relative"] == DEFAULT_RELATIVE_THRESHOLD
     assert rules["mask_threshold"] is None and rules["restrict_to_lungs"] is False and rules["score_smoothing"] == 0.0
+    assert (rules["mask_floor"], rules["mask_polarity"]) == (0.03, "absolute")
 
 
 def test_round_trip_and_file_values_win_over_defaults(tmp_path):

@@ -55,6 +55,20 @@ def test_difference_is_absolute():
     np.testing.assert_array_equal(anomaly_mask(image, recon).ravel(), [0, 0, 0, 1])
 
 
+def test_brighter_polarity_marks_only_pixels_brighter_than_the_reconstruction():
+    image = np.array([[[0.5, 0.0], [0.3, 0.2]]], dtype=np.float32)
+    recon = np.array([[[0.0, 0.4], [0.0, 0.2]]], dtype=np.float32)  # one pixel darker than its reconstruction
+    np.testing.assert_array_equal(anomaly_mask(image, recon).ravel(), [1, 1, 1, 0])  # published: |image - recon|
+    np.testing.assert_array_equal(anomaly_mask(image, recon, polarity="brighter").ravel(), [1, 0, 1, 0])
+    image, recon = _pair([0.01, 0.04, 0.06, 0.2])  # the floor bounds the per-image rule from below
+    np.testing.assert_array_equal(anomaly_mask(image, recon, relative=0.1).ravel(), [0, 1, 1, 1])
+    np.testing.assert_array_equal(anomaly_mask(image, recon, relative=0.1, min_threshold=0.05).ravel(), [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="polarity must be one of"):
+        anomaly_mask(image, recon, polarity="darker")
+    with pytest.raises(ValueError, match="polarity must be one of"):
+        AnomalyMaskd(polarity="signed")
+
+
 def test_calibrated_threshold():
     image, recon = _pair([0.01, 0.05, 0.2, 0.5])
     np.testing.assert_array_equal(anomaly_mask(image, recon, threshold=0.04).ravel(), [0, 1, 1, 1])
