@@ -31,7 +31,7 @@ from monai.handlers import CheckpointSaver
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from bundle.evaluation.operating_point import describe_point_mask, save_operating_point
+from bundle.evaluation.operating_point import DEFAULT_LUNG_DILATION, describe_point_mask, save_operating_point
 from bundle.io import atomic_write
 from bundle.keys import Keys
 from bundle.options import as_bool, is_null
@@ -473,7 +473,8 @@ class SelectOperatingPoint:
             raise ValueError(f"--rule_selection: expected one of {', '.join(self.MODES)}, got {mode!r}.")
         self.network, self.dataloader, self.mode = unwrap(network), dataloader, mode
         self.model_path, self.save_path = Path(model_path), Path(save_path)
-        self.device, self.lung_dilation = device, lung_dilation
+        self.device = device
+        self.lung_dilation = DEFAULT_LUNG_DILATION if lung_dilation is None else float(lung_dilation)
 
     def attach(self, engine: Engine) -> None:
         if self.mode == "validation":

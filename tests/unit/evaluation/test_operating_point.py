@@ -10,6 +10,7 @@ from bundle.evaluation.operating_point import (
     DEFAULT_RELATIVE_THRESHOLD,
     calibrated_operating_point,
     describe_mask_rule,
+    describe_point_mask,
     load_operating_point,
     save_operating_point,
     with_defaults,
@@ -54,4 +55,12 @@ def test_mask_rule_text():
     assert text == (
         "|image - recon| >= max(0.03, 0.25 x per-image max) within the lungs dilated by 0.03 x size, "
         "|image - recon| smoothed by a Gaussian of sigma 0.02 x size"
+    )
+
+
+def test_the_mask_rule_of_an_operating_point_in_words():
+    assert describe_point_mask({}) == "|image - recon| >= max(0.03, 0.2 x per-image max)"
+    point = {"mask_relative": 0.3, "restrict_to_lungs": True, "mask_floor": 0.05, "mask_polarity": "brighter"}
+    assert describe_point_mask(point, 0.04) == (
+        "max(image - recon, 0) >= max(0.05, 0.3 x per-image max) within the lungs dilated by 0.04 x size"
     )

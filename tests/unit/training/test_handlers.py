@@ -273,7 +273,8 @@ def test_select_operating_point_handler_writes_the_choice(tmp_path):
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(point)) and saved["weights"] == "model.pt"
     assert f"{saved['score_rule']}, smoothing={saved['score_smoothing']:g}" in saved["score_auroc"]
-    assert {"mask_relative", "mask_smoothing", "restrict_to_lungs"} <= set(saved)
+    assert {"mask_relative", "mask_smoothing", "restrict_to_lungs", "mask_floor", "mask_polarity"} <= set(saved)
+    assert handler.lung_dilation == 0.03  # the default restriction, which the log line describes
     assert "Infinity" not in out.read_text()  # strict JSON
     from ignite.engine import Engine, Events
 
