@@ -231,11 +231,11 @@ def test_offline_without_variants_fails_early(tmp_path, demo_root):
     assert "synthesis must be one of" in _chain(info.value)
 
 
-# The README quick start measured image AUROC 0.909 and pixel Dice 0.463 on the demo test set (README "Training":
-# evaluation rules chosen on the synthetic monitor at the end of training; the targets are 0.90 / 0.50, so
-# Dice is still short). The thresholds sit a little below the measured values, so that run-to-run variation
-# (thread scheduling changes the float summation order) does not fail the test while a real regression does.
-QUICK_START_MIN = {"image_auroc": 0.87, "pixel_dice": 0.43}
+# The README quick start measured image AUROC 0.909 and pixel Dice 0.524 on the demo test set (README "Training":
+# evaluation rules chosen on the synthetic monitor at the end of training; the targets are 0.90 / 0.50).
+# The thresholds sit a little below the measured values, so that run-to-run variation (thread scheduling changes
+# the float summation order) does not fail the test while a real regression does.
+QUICK_START_MIN = {"image_auroc": 0.87, "pixel_dice": 0.49}
 
 
 @pytest.mark.slow
