@@ -932,10 +932,9 @@ class _Ranks:
 
     def __call__(self, x: Any) -> np.ndarray:
         flat = np.asarray(x).ravel()
-        # binary search of sorted queries walks the table in order (about 10x faster than scattered queries)
-        order = np.argsort(flat, kind="stable")
-        counts = np.empty(flat.size, np.int64)
-        counts[order] = np.searchsorted(self.sorted, flat[order], side="right")
+        # scattered queries straight into the table (~64 KiB, cache-resident): sorting the queries first to walk the
+        # table in order costs more than it saves (about 2.5x slower at 2,000 queries, 1.5x at 40,000)
+        counts = np.searchsorted(self.sorted, flat, side="right")
         return (counts / np.float32(self.sorted.size)).astype(np.float32).reshape(np.shape(x))
 
 
@@ -983,15 +982,35 @@ def _make_grid(content: np.ndarray, p: PBTSegParams) -> _Grid:
     return _Grid(content, work, f, rib_len, gain)
 
 
+def _argsort_float32(a: np.ndarray) -> np.ndarray:
+    """Indices that sort a finite float32 array (flattened), by a two-pass radix sort of its bits.
+
+    The float bits map to unsigned keys of the same order (negative values: all bits flipped; others: the sign bit
+    set); numpy's stable argsort of 16-bit keys is a radix sort, so sorting by the low and then (stably) by the high
+    half of the key is an exact argsort, about 3x faster than ``np.argsort`` of the floats. Ties may come out in
+    another order than ``np.argsort``'s (which does not fix it either); the sorted values are the same.
+    """
+    bits = a.ravel().view(np.uint32)
+    key = np.where(bits >= np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
+    order = np.argsort(key.astype(np.uint16), kind="stable")
+    return order[np.argsort((key >> 16).astype(np.uint16)[order], kind="stable")]
+
+
 def _rank_grid(grid: _Grid) -> None:
     """One sort of the search image (kept as the order, which also ranks the image itself) serves the search's
     levels, the rank lookups and the edge-level scan."""
     work = grid.work
-    work_order = np.argsort(work, axis=None)
-    grid.sorted_work = work.ravel()[work_order]
-    grid.ranks = _Ranks(grid.sorted_work)
+    work_order = _argsort_float32(work) if work.dtype == np.float32 else np.argsort(work, axis=None)
+    sorted_work = grid.sorted_work = work.ravel()[work_order]
+    grid.ranks = _Ranks(sorted_work)
+    # rank of each sorted value = 1 + index of the last value equal to it (the end of its run of ties): one linear
+    # pass, where a binary search of every value cost about 3x more
+    run_end = np.empty(work.size, bool)
+    np.not_equal(sorted_work[1:], sorted_work[:-1], out=run_end[:-1])
+    run_end[-1] = True
+    ends = np.flatnonzero(run_end) + 1
     counts = np.empty(work.size, np.int64)
-    counts[work_order] = np.searchsorted(grid.sorted_work, grid.sorted_work, side="right")
+    counts[work_order] = np.repeat(ends, np.diff(ends, prepend=0))
     grid.work_rank = (counts / np.float32(work.size)).astype(np.float32).reshape(work.shape)  # ranks(work)
 
 
