@@ -450,6 +450,8 @@ def _search(
             side = 1 if sc.start < left_edge else 2 if sc.stop > right_edge else 0
             if side == 0 or side in grew or (side in best and area <= best[side].area):
                 continue
+            if sr.stop - sr.start <= p.min_aspect * (sc.stop - sc.start) or sr.stop - sr.start < p.min_height * h:
+                continue  # the box tests of _is_lung_box, before its mask is cut out
             if _is_lung_box(lab[sr, sc] == k, area, (sr, sc), (h, w), side, p):
                 best[side] = _Lung(area, float(t), float(q), lab, int(k))
                 grew.add(side)
@@ -458,12 +460,15 @@ def _search(
         idle = 0 if grew else idle + 1
         if best and q > p.stop_quantile and idle >= 2:
             break
+    retry_labels: dict[float, np.ndarray] = {}  # both lungs found at one level share the half-step labelling
     for side, lung in list(best.items()):
         i = int(np.searchsorted(fine, lung.quantile + 0.25 * p.quantile_step))
         if i >= len(fine) or fine_levels[i] <= lung.level:
             continue
         q, t = float(fine[i]), float(fine_levels[i])
-        lab, _ = ndimage.label(work <= t, structure=_CROSS)
+        if t not in retry_labels:
+            retry_labels[t] = ndimage.label(work <= t, structure=_CROSS)[0]
+        lab = retry_labels[t]
         k = int(lab[np.unravel_index(np.argmax(lung.mask), lab.shape)])
         mask = lab == k
         sub_box = _box(mask)
