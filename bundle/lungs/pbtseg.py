@@ -630,6 +630,85 @@ def _inner_border(m: np.ndarray) -> np.ndarray:
     return m & ~core
 
 
+def _seed_component(
+    crop: np.ndarray, t: float, seed: tuple[int, int], bound: tuple[slice, slice]
+) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """The component of ``crop <= t`` that holds ``seed``, labelled on the box ``bound`` of the crop only.
+
+    ``bound`` must contain that component (the box of the component at any higher level does: thresholds are
+    nested), so labelling the smaller box gives the same component. Returns the component cropped to its own box
+    and that box in crop coordinates, or None when the seed is above ``t``.
+    """
+    rows, cols = bound
+    lab, _ = ndimage.label(crop[bound] <= t, structure=_CROSS)
+    k = lab[seed[0] - rows.start, seed[1] - cols.start]
+    if k == 0:
+        return None
+    m = lab == k
+    br, bc = _box(m)
+    return m[br, bc], (
+        slice(br.start + rows.start, br.stop + rows.start),
+        slice(bc.start + cols.start, bc.stop + cols.start),
+    )
+
+
+@dataclass
+class _EdgeScan:
+    """One lung's edge-level scan (:func:`_edge_level`): the window, and each distinct component seen so far.
+
+    Args:
+        crop: (hw, ww) window of the search image around the lung.
+        gcrop: (hw, ww) the gradient magnitude on the window.
+        win: the window's rows and columns in the search image.
+        seed: the lung's darkest pixel, in window coordinates.
+        shape: (h, w) of the search image.
+    """
+
+    crop: np.ndarray
+    gcrop: np.ndarray
+    win: tuple[slice, slice]
+    seed: tuple[int, int]
+    shape: tuple[int, int]
+    side: int
+    p: PBTSegParams
+    # component area -> [first level index, border score (None: not lung-shaped), mask on its box, its box]
+    seen: dict[int, list] | None = None
+
+    def visit(self, j: int, t: float, bound: tuple[slice, slice]) -> tuple[tuple[slice, slice] | None, bool]:
+        """Level ``j`` (threshold ``t``), labelled on ``bound``. Returns the component's box (None when the seed is
+        above ``t``) and whether the component leaks: at least ``max_area`` or running out of the window where the
+        window lies inside the image. Both only grow with the level, so a leaking level ends the scan upward.
+        Components are nested, so equal areas mean the same component: it counts at its lowest level."""
+        got = _seed_component(self.crop, t, self.seed, bound)
+        if got is None:
+            return None, False
+        sub, (br, bc) = got
+        area = int(np.count_nonzero(sub))
+        (h, w), (hw, ww), win = self.shape, self.crop.shape, self.win
+        if (
+            area >= self.p.max_area * h * w
+            or (win[0].start > 0 and br.start == 0)
+            or (win[0].stop < h and br.stop == hw)
+            or (win[1].start > 0 and bc.start == 0)
+            or (win[1].stop < w and bc.stop == ww)
+        ):
+            return (br, bc), True
+        seen = self.seen if self.seen is not None else {}
+        self.seen = seen
+        if area in seen:
+            seen[area][0] = min(seen[area][0], j)
+            return (br, bc), False
+        box = (
+            slice(br.start + win[0].start, br.stop + win[0].start),
+            slice(bc.start + win[1].start, bc.stop + win[1].start),
+        )
+        score = None
+        if _is_lung_box(sub, area, box, self.shape, self.side, self.p):
+            score = float(self.gcrop[br, bc][_inner_border(sub)].mean())
+        seen[area] = [j, score, sub, (br, bc)]
+        return (br, bc), False
+
+
 def _edge_level(
     img: np.ndarray, lung: _Lung, grad: np.ndarray, p: PBTSegParams, sorted_img: np.ndarray | None = None
 ) -> _Lung:
@@ -637,7 +716,12 @@ def _edge_level(
 
     Levels at fine quantile steps (``edge_step``) around the search's level are tried on a window around the lung:
     the component holding the lung's darkest pixel must pass the lung-shape tests and stay inside the window; of
-    those, the one whose border pixels have the highest mean gradient magnitude (``grad``) wins.
+    those, the one whose border pixels have the highest mean gradient magnitude (``grad``) wins (the lowest level
+    on a tie).
+
+    The levels from the search's level up are labelled on the whole window, until the component leaks out of it;
+    the levels below, from the top down, only on the box of the component one level higher, which holds the
+    component (thresholds are nested): the same components on less than half of the window's pixels.
 
     Args:
         img: (h, w) search image the lung was found on (its ``level`` is in its units).
@@ -649,50 +733,34 @@ def _edge_level(
     sr, sc = _box(lung.mask)
     mr, mc = int(0.12 * h), int(0.12 * w)
     win = (slice(max(sr.start - mr, 0), min(sr.stop + mr, h)), slice(max(sc.start - mc, 0), min(sc.stop + mc, w)))
-    crop, gcrop = img[win], grad[win]
-    inner = (win[0].start > 0, win[0].stop < h, win[1].start > 0, win[1].stop < w)  # window edges inside the image
+    crop = img[win]
     seed = np.unravel_index(np.argmin(np.where(lung.mask[win], crop, np.inf)), crop.shape)
     qs = np.arange(max(lung.quantile - p.edge_window[0], 0.0), lung.quantile + p.edge_window[1] + 1e-9, p.edge_step)
     levels = _quantiles(img, qs, sorted_img)
-    side = 1 if lung.k_side == 1 else 2
-    a_max = p.max_area * h * w
-    best_score, best_m, best_t, best_q, best_area = -1.0, None, 0.0, 0.0, 0
-    last_area = -1
-    for q, t in zip(qs, levels, strict=True):
-        lab, _ = ndimage.label(crop <= t, structure=_CROSS)
-        k = lab[seed]
-        if k == 0:
-            continue
-        m = lab == k
-        area = int(np.count_nonzero(m))
-        if area == last_area:
-            continue  # nested components of equal area are the same component: same tests, same score
-        if area >= a_max:
+    scan = _EdgeScan(crop, grad[win], win, seed, (h, w), 1 if lung.k_side == 1 else 2, p)
+    whole = (slice(0, crop.shape[0]), slice(0, crop.shape[1]))
+    split = int(np.searchsorted(levels, lung.level))
+    bound = whole
+    for j in range(split, len(levels)):
+        box, leaks = scan.visit(j, float(levels[j]), whole)
+        if j == split and box is not None:
+            bound = box
+        if leaks:
             break
-        if (
-            (inner[0] and m[0].any())
-            or (inner[1] and m[-1].any())
-            or (inner[2] and m[:, 0].any())
-            or (inner[3] and m[:, -1].any())
-        ):
-            break  # the component runs out of the window: a leak, and every higher level leaks too
-        last_area = area
-        br, bc = _box(m)
-        box = (
-            slice(br.start + win[0].start, br.stop + win[0].start),
-            slice(bc.start + win[1].start, bc.stop + win[1].start),
-        )
-        sub = m[br, bc]
-        if not _is_lung_box(sub, area, box, (h, w), side, p):
-            continue
-        score = float(gcrop[br, bc][_inner_border(sub)].mean())
-        if score > best_score:
-            best_score, best_m, best_t, best_q, best_area = score, m, float(t), float(q), area
-    if best_score < 0:
+    for j in range(split - 1, -1, -1):
+        box, _ = scan.visit(j, float(levels[j]), bound)
+        if box is None:
+            break  # the seed is above this level, and above every lower one
+        bound = box
+    found = [x for x in (scan.seen or {}).values() if x[1] is not None]
+    if not found:
         return lung
-    full = np.zeros((h, w), bool)
-    full[win] = best_m
-    return _Lung(best_area, best_t, best_q, full.astype(np.uint8), 1, lung.slope, side)
+    j, _, sub, (br, bc) = max(found, key=lambda x: (x[1], -x[0]))
+    full = np.zeros((h, w), np.uint8)
+    full[br.start + win[0].start : br.stop + win[0].start, bc.start + win[1].start : bc.stop + win[1].start] = sub
+    return _Lung(
+        int(np.count_nonzero(sub)), float(levels[j]), float(qs[j]), full, 1, lung.slope, 2 if scan.side == 2 else 1
+    )
 
 
 def _zone_trend(work: np.ndarray, best: dict[int, _Lung], max_slope: float) -> float:
