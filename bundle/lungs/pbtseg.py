@@ -882,8 +882,9 @@ def _to_diaphragm(smooth: np.ndarray, mask: np.ndarray, reach: int, k: int, to_r
     target = np.minimum(np.where(good, bottom + 1 + best, bottom), bottom.max() + 1)
     target = np.minimum(target, ndimage.median_filter(target, size=max(3, (cols.size // 12) | 1), mode="nearest"))
     out = mask.copy()
-    r = np.arange(h)[:, None]
-    out[:, cols] |= (r > bottom[None, :]) & (r < target[None, :])
+    r0, r1 = int(bottom.min()) + 1, int(target.max())  # only the rows the extensions span
+    r = np.arange(r0, r1)[:, None]
+    out[r0:r1, cols] |= (r > bottom[None, :]) & (r < target[None, :])
     return out
 
 
