@@ -327,9 +327,13 @@ def _octagon_area(sub: np.ndarray) -> float:
     The octagon contains the convex hull, so ``area / octagon`` is a cheap lower bound of the solidity.
     """
     bh, bw = sub.shape
-    r, c = np.nonzero(sub)
-    s_lo, s_hi = (r + c).min(), (r + c).max() + 2  # r + c over the pixels' corners
-    d_lo, d_hi = (r - c).min() - 1, (r - c).max() + 1  # r - c over the pixels' corners
+    # the extremes of r + c and r - c lie at the first or last pixel of a row: the rows' end pixels (a few short
+    # vectors) instead of every pixel's coordinates
+    r = np.flatnonzero(sub.any(axis=1))
+    first = sub[r].argmax(axis=1)
+    last = bw - 1 - sub[r, ::-1].argmax(axis=1)
+    s_lo, s_hi = (r + first).min(), (r + last).max() + 2  # r + c over the pixels' corners
+    d_lo, d_hi = (r - last).min() - 1, (r - first).max() + 1  # r - c over the pixels' corners
     # the four corner cuts are right isosceles triangles; they cannot overlap, as every box edge holds a pixel
     legs = [min(max(float(x), 0.0), float(min(bh, bw))) for x in (s_lo, bh + bw - s_hi, d_lo + bw, bh - d_hi)]
     return bh * bw - 0.5 * sum(x * x for x in legs)
