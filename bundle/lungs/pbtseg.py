@@ -688,6 +688,8 @@ class _EdgeScan:
         win: the window's rows and columns in the search image.
         seed: the lung's darkest pixel, in window coordinates.
         shape: (h, w) of the search image.
+        side: the lung's label (1 or 2), for the shape tests.
+        p: the parameters (shape tests, ``max_area``).
     """
 
     crop: np.ndarray
