@@ -58,6 +58,7 @@ CORE = dict(
     lateral_hull=False,
     mirror_completion=0.0,
     require_pair=False,
+    dome_reach=0.0,
 )
 
 
@@ -74,6 +75,7 @@ STEPS = (
     "_remove_spurs",
     "_diaphragm_step",
     "_hull_step",
+    "_dome_step",
     "_mirror_step",
     "_is_chest",
 )

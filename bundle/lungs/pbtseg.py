@@ -17,7 +17,8 @@ keeps the idea and removes its weaknesses:
   progressive thresholding stays the core; documented steps (see :class:`PBTSegParams`) reach the whole lung:
   a neck cut of leaks, per-zone thresholds from the lungs' own brightness trend, an edge-strength choice of each
   lung's level, joining pieces cut apart by an opacity, extension down to the diaphragm, a chest-wall constrained
-  (lateral) hull, contralateral mirror completion, and a pair test that keeps non-chest images lung-free.
+  (lateral) hull, completion down to a dome that an opacity hides from the thresholds, contralateral mirror
+  completion, and a pair test that keeps non-chest images lung-free.
 - A failed segmentation is not silent: the label map is empty and ``info["found"]`` is False with a reason;
   the dictionary transform logs a warning and records it in the metadata.
 
@@ -130,6 +131,20 @@ class PBTSegParams:
             Natural photographs and radiographs of other body parts (the soft tissue either side of a long bone)
             can hold one or two dark lung-shaped regions; a frontal chest has the pair about the mediastinum. The
             price: a chest with one lung completely opacified gets no map at all (reported, not silent).
+        dome_reach: dome completion, as the longest reach below a lung in fractions of the height (0 disables it).
+            A dense opacity in a lower zone (a lobar consolidation, often in both lungs at once, so the mirror
+            image of the partner cannot help) ends every threshold's lung at the opacity, well above the diaphragm;
+            so does thin, dense lung just above a dome. The dome itself stays visible under the opacity: the abdomen
+            below it is denser than any aerated or consolidated lung. On the rank image of the search grid, below each
+            column of the lung, the strongest dark-to-bright step within the reach is located whose lower side is
+            brighter (by 0.1 in ranks) than everything between the lung's bottom and the step, so the path down to it
+            runs through lung (clear or opacified) and never through abdomen (a step inside the abdomen, under a gas
+            bubble or at a collimation border, is reached only through brighter tissue). Where at least 30 % of the
+            lung's columns find such a step of at least 0.15 in ranks, the columns between them are interpolated,
+            the row of the edge is median filtered across the columns, each column is extended down to it and the
+            lateral hull (``lateral_hull``) is taken again. A lung whose bottom already lies on the dome finds only
+            abdomen below it and does not move. Runs before ``mirror_completion``, so a lung cut short by a lower-zone
+            opacity is completed from its own dome rather than from a mirror image that does not fit it.
     """
 
     search_size: int = 128
@@ -161,6 +176,7 @@ class PBTSegParams:
     edge_window: tuple[float, float] = (0.1, 0.06)
     edge_step: float = 0.01
     require_pair: bool = True
+    dome_reach: float = 0.15
 
 
 def _as_2d_float(image: Any) -> np.ndarray:
@@ -1092,6 +1108,76 @@ def _full_resolution_lung(grid: _Grid, parts: list[_Lung], side: int, p: PBTSegP
     return m
 
 
+def _dome_targets(rank: np.ndarray, mask: np.ndarray, reach: int, k: int, min_step: float) -> np.ndarray | None:
+    """Per column of a search-grid lung (its columns in order): the row of the dome edge below the lung's bottom,
+    or None when the lung's lower border already lies on the dome (see ``PBTSegParams.dome_reach``).
+
+    Args:
+        rank: (h, w) rank image of the search grid (rib-suppressed, block-averaged).
+        mask: (h, w) bool lung on the search grid.
+        reach: longest extension, grid rows.
+        k: half-length, grid rows, of the vertical step ``rank[r + k] - rank[r - k]`` that marks an edge.
+        min_step: smallest step, in ranks, that counts as the dome edge.
+    """
+    h = rank.shape[0]
+    cols = np.flatnonzero(mask.any(axis=0))
+    bottom = h - 1 - mask[::-1, cols].argmax(axis=0)
+    offs = np.arange(-k, reach + 1)
+    rr = bottom[None, :] + offs[:, None]
+    ok = (rr + k < h) & (rr - k >= 0)
+    rr = np.clip(rr, k, h - 1 - k)
+    above, below = rank[rr - k, cols[None, :]], rank[rr + k, cols[None, :]]
+    step = np.where(ok, below - above, -np.inf)
+    # below the bottom, the path down to the edge holds nothing as bright as the tissue under the edge (the abdomen):
+    # a step inside the abdomen (under a gas bubble, at a collimation border) is reached only through bright tissue
+    path = np.maximum.accumulate(np.where(offs[:, None] > 0, rank[np.clip(rr, 0, h - 1), cols[None, :]], 0.0), axis=0)
+    cand = np.where((offs[:, None] > k) & (path < below - 0.1), step, -np.inf)
+    best = cand.argmax(axis=0)
+    s = cand[best, np.arange(cols.size)]
+    good = s >= min_step
+    if np.count_nonzero(good) < 0.3 * cols.size:
+        return None
+    target = bottom + offs[best]
+    x = np.flatnonzero(good)
+    filled = np.interp(np.arange(cols.size), x, target[x]).round().astype(np.intp)
+    inside = (np.arange(cols.size) >= x[0]) & (np.arange(cols.size) <= x[-1])
+    target = np.where(inside, np.maximum(filled, bottom), bottom)
+    target = ndimage.median_filter(target, size=max(3, (cols.size // 8) | 1), mode="nearest")
+    return np.maximum(target, bottom)
+
+
+def _dome_step(view: np.ndarray, grid: _Grid, p: PBTSegParams) -> None:
+    """Step 9 (``PBTSegParams.dome_reach``), in place on the label map: each lung whose lower border stops above a
+    clear dome edge is extended down to it (on the search grid, interpolated to full resolution), then its lateral
+    hull is taken again."""
+    f, rank = grid.f, grid.work_rank
+    hg, wg = rank.shape
+    reach = max(2, int(round(p.dome_reach * hg)))
+    k = max(1, int(round(0.015 * hg)))
+    for side in (1, 2):
+        full = view == side
+        if not full.any():
+            continue
+        mg = _block_mean(full[: hg * f, : wg * f].astype(np.float32), f) > 0.5
+        if np.count_nonzero(mg) < 16:
+            continue
+        cols = np.flatnonzero(mg.any(axis=0))
+        target = _dome_targets(rank, mg, reach, k, 0.15)
+        if target is None:
+            continue
+        # grid row i covers full rows i*f .. i*f + f - 1: the edge lies at the middle of the step
+        fcols = np.flatnonzero(full.any(axis=0))
+        t_full = np.interp(fcols + 0.5, (cols + 0.5) * f, (target + 0.5) * f)
+        fbottom = view.shape[0] - 1 - full[::-1, fcols].argmax(axis=0)
+        r = np.arange(view.shape[0])[:, None]
+        add = (r > fbottom[None, :]) & (r < t_full[None, :])
+        sub = view[:, fcols]
+        sub[add & (sub == 0)] = side
+        view[:, fcols] = sub
+        if p.lateral_hull:
+            view[_lateral_hull(view == side, side) & (view == 0)] = side
+
+
 def _mirror_step(view: np.ndarray, grid: _Grid, info: dict, p: PBTSegParams) -> None:
     """Step 7 (``PBTSegParams.mirror_completion``), in place on the label map and ``info``."""
     if len(info["lungs"]) == 1 and _opaque_partner(view, grid.content):
@@ -1163,6 +1249,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         view[m & (view == 0)] = side
         info["lungs"].append(side)
         info["quantiles"][side] = round(best[side].quantile, 4)
+    if p.dome_reach > 0 and info["lungs"]:
+        _dome_step(view, grid, p)
     if p.mirror_completion:
         _mirror_step(view, grid, info, p)
     if p.require_pair and not _is_chest(view, grid.content):  # step 8
