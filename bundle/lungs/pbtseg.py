@@ -133,18 +133,21 @@ class PBTSegParams:
             price: a chest with one lung completely opacified gets no map at all (reported, not silent).
         dome_reach: dome completion, as the longest reach below a lung in fractions of the height (0 disables it).
             A dense opacity in a lower zone (a lobar consolidation, often in both lungs at once, so the mirror
-            image of the partner cannot help) ends every threshold's lung at the opacity, well above the diaphragm;
-            so does thin, dense lung just above a dome. The dome itself stays visible under the opacity: the abdomen
-            below it is denser than any aerated or consolidated lung. On the rank image of the search grid, below each
-            column of the lung, the strongest dark-to-bright step within the reach is located whose lower side is
-            brighter (by 0.1 in ranks) than everything between the lung's bottom and the step, so the path down to it
-            runs through lung (clear or opacified) and never through abdomen (a step inside the abdomen, under a gas
-            bubble or at a collimation border, is reached only through brighter tissue). Where at least 30 % of the
-            lung's columns find such a step of at least 0.15 in ranks, the columns between them are interpolated,
-            the row of the edge is median filtered across the columns, each column is extended down to it and the
-            lateral hull (``lateral_hull``) is taken again. A lung whose bottom already lies on the dome finds only
-            abdomen below it and does not move. Runs before ``mirror_completion``, so a lung cut short by a lower-zone
-            opacity is completed from its own dome rather than from a mirror image that does not fit it.
+            image of the partner cannot help) ends every threshold's lung at the opacity, well above the diaphragm.
+            The dome usually stays visible under the opacity: the abdomen below it is denser than aerated or
+            consolidated lung. On the rank image of the search grid, below each column of the lung, a dark-to-bright
+            step of at least 0.15 in ranks counts as the dome edge when it takes the column at least half of the way
+            from the lung's median level up to the brightest tissue below it within the reach (the abdomen; an
+            opacity's own lower edge rises only part of the way) and, below the lung's bottom, when everything between
+            the bottom and the step is darker (by 0.1 in ranks) than the tissue under the step, so the path runs
+            through lung, clear or opacified, never through abdomen (a step inside the abdomen, under a gas bubble or
+            at a collimation border, is reached only through brighter tissue). A column with such an edge at its own
+            bottom already reaches the diaphragm and stays; the others go down to the strongest edge below. The lung
+            is extended only when at least 30 % of its columns find an edge below; columns without evidence either
+            way are interpolated, the edge row is median filtered across the columns, and the lateral hull
+            (``lateral_hull``) is taken again. Runs before ``mirror_completion``, so a lung cut short by a lower-zone
+            opacity is completed from its own dome rather than from a mirror image that may not fit it. It does not
+            help where the consolidation is as dense as the abdomen (the dome's silhouette is lost).
     """
 
     search_size: int = 128
@@ -176,7 +179,7 @@ class PBTSegParams:
     edge_window: tuple[float, float] = (0.1, 0.06)
     edge_step: float = 0.01
     require_pair: bool = True
-    dome_reach: float = 0.15
+    dome_reach: float = 0.2
 
 
 def _as_2d_float(image: Any) -> np.ndarray:
@@ -1128,20 +1131,25 @@ def _dome_targets(rank: np.ndarray, mask: np.ndarray, reach: int, k: int, min_st
     rr = np.clip(rr, k, h - 1 - k)
     above, below = rank[rr - k, cols[None, :]], rank[rr + k, cols[None, :]]
     step = np.where(ok, below - above, -np.inf)
-    # below the bottom, the path down to the edge holds nothing as bright as the tissue under the edge (the abdomen):
-    # a step inside the abdomen (under a gas bubble, at a collimation border) is reached only through bright tissue
-    path = np.maximum.accumulate(np.where(offs[:, None] > 0, rank[np.clip(rr, 0, h - 1), cols[None, :]], 0.0), axis=0)
-    cand = np.where((offs[:, None] > k) & (path < below - 0.1), step, -np.inf)
-    best = cand.argmax(axis=0)
-    s = cand[best, np.arange(cols.size)]
-    good = s >= min_step
+    # a step counts as the dome edge only when it takes the column most of the way from the lung's level up to the
+    # brightest tissue below it within the reach (the abdomen): an opacity's own lower edge rises only part of the way
+    lung_level = float(np.median(rank[mask]))
+    below_max = np.maximum.accumulate(np.where(ok, below, -np.inf)[::-1], axis=0)[::-1]
+    share = (below - lung_level) / np.maximum(below_max - lung_level, 1e-6)
+    # below the bottom, the path down to the edge holds nothing as bright as the tissue under the edge: a step inside
+    # the abdomen (under a gas bubble, at a collimation border) is reached only through bright tissue
+    path = np.maximum.accumulate(np.where(offs[:, None] > 0, rank[rr, cols[None, :]], 0.0), axis=0)
+    dome = ok & (step >= min_step) & (share >= 0.5) & ((offs[:, None] <= k) | (path < below - 0.1))
+    found = dome.any(axis=0)
+    # a dome edge at the lung's own bottom: the column already reaches the diaphragm and stays as it is
+    good = found & ~dome[offs <= k].any(axis=0)
     if np.count_nonzero(good) < 0.3 * cols.size:
         return None
-    target = bottom + offs[best]
-    x = np.flatnonzero(good)
+    pick = np.where(dome & (offs[:, None] > k), step, -np.inf).argmax(axis=0)  # the strongest dome edge below
+    target = np.where(good, bottom + offs[pick], bottom)
+    x = np.flatnonzero(found)
     filled = np.interp(np.arange(cols.size), x, target[x]).round().astype(np.intp)
-    inside = (np.arange(cols.size) >= x[0]) & (np.arange(cols.size) <= x[-1])
-    target = np.where(inside, np.maximum(filled, bottom), bottom)
+    target = np.where(found, target, np.maximum(filled, bottom))
     target = ndimage.median_filter(target, size=max(3, (cols.size // 8) | 1), mode="nearest")
     return np.maximum(target, bottom)
 
