@@ -59,6 +59,7 @@ CORE = dict(
     mirror_completion=0.0,
     require_pair=False,
     dome_reach=0.0,
+    partner_floor=0.0,
 )
 
 
@@ -76,6 +77,7 @@ STEPS = (
     "_diaphragm_step",
     "_hull_step",
     "_dome_step",
+    "_partner_floor",
     "_mirror_step",
     "_is_chest",
 )

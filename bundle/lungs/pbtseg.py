@@ -148,6 +148,16 @@ class PBTSegParams:
             (``lateral_hull``) is taken again. Runs before ``mirror_completion``, so a lung cut short by a lower-zone
             opacity is completed from its own dome rather than from a mirror image that may not fit it. It does not
             help where the consolidation is as dense as the abdomen (the dome's silhouette is lost).
+        partner_floor: the partner's floor for the patient's right lung, as the smallest gap in fractions of the
+            height (0 disables it). Where a consolidation as dense as the abdomen hides the right dome (its
+            silhouette is lost, so ``dome_reach`` finds no edge), the left lung's lower border is the best evidence
+            of where the right one ends: the domes lie at similar heights, the right one usually a little higher
+            (a few % of the film's height; a gap of 4 % already extended healthy right lungs too far). When the right
+            lung's lowest row lies more than this gap above the left lung's, each of its columns is extended down
+            to the left lung's lower border mirrored about the axis of step 7 (the median midpoint of the lateral
+            borders), and the lateral hull is taken again. Only the lower border is borrowed, not the mirror
+            image's width, which fits badly on a rotated film. Not applied to the patient's left lung: the mirror
+            of the right lung's lower border would run under the heart.
     """
 
     search_size: int = 128
@@ -180,6 +190,7 @@ class PBTSegParams:
     edge_step: float = 0.01
     require_pair: bool = True
     dome_reach: float = 0.2
+    partner_floor: float = 0.08
 
 
 def _as_2d_float(image: Any) -> np.ndarray:
@@ -1186,6 +1197,47 @@ def _dome_step(view: np.ndarray, grid: _Grid, p: PBTSegParams) -> None:
             view[_lateral_hull(view == side, side) & (view == 0)] = side
 
 
+def _partner_floor(view: np.ndarray, gap: float, hull: bool) -> None:
+    """Step 9b (``PBTSegParams.partner_floor``), in place on the label map: the patient's right lung (label 1), when
+    its lower border ends well above the partner's, is extended down to the partner's lower border mirrored.
+
+    Args:
+        view: (H, W) label map with both lungs.
+        gap: smallest gap between the two lungs' lowest rows, as a fraction of the height.
+        hull: take the lateral hull of the extended lung again (``PBTSegParams.lateral_hull``).
+    """
+    one, two = view == 1, view == 2
+    if not one.any() or not two.any():
+        return
+    h, w = view.shape
+    cols = np.flatnonzero(one.any(axis=0))
+    bottom = h - 1 - one[::-1, cols].argmax(axis=0)
+    cols2 = np.flatnonzero(two.any(axis=0))
+    bottom2 = h - 1 - two[::-1, cols2].argmax(axis=0)
+    if bottom.max() >= bottom2.max() - gap * h:
+        return
+    both = one.any(axis=1) & two.any(axis=1)
+    if not both.any():
+        return
+    # mirror axis: the median midpoint of the two lateral borders over the rows both lungs hold (as step 7)
+    axis2 = int(round(float(np.median(one[both].argmax(axis=1) + w - two[both, ::-1].argmax(axis=1))))) - 1
+    floor = np.full(w, -1)
+    floor[cols2] = bottom2
+    mc = axis2 - cols
+    target = np.where((mc >= 0) & (mc < w), floor[np.clip(mc, 0, w - 1)], -1)
+    # columns without a mirrored partner column: the nearest that has one
+    have = np.flatnonzero(target >= 0)
+    if have.size < 0.5 * cols.size:
+        return
+    target = np.interp(np.arange(cols.size), have, target[have])
+    r = np.arange(h)[:, None]
+    sub = view[:, cols]
+    sub[(r > bottom[None, :]) & (r <= target[None, :]) & (sub == 0)] = 1
+    view[:, cols] = sub
+    if hull:
+        view[_lateral_hull(view == 1, 1) & (view == 0)] = 1
+
+
 def _mirror_step(view: np.ndarray, grid: _Grid, info: dict, p: PBTSegParams) -> None:
     """Step 7 (``PBTSegParams.mirror_completion``), in place on the label map and ``info``."""
     if len(info["lungs"]) == 1 and _opaque_partner(view, grid.content):
@@ -1259,6 +1311,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         info["quantiles"][side] = round(best[side].quantile, 4)
     if p.dome_reach > 0 and info["lungs"]:
         _dome_step(view, grid, p)
+    if p.partner_floor > 0 and len(info["lungs"]) == 2:
+        _partner_floor(view, p.partner_floor, p.lateral_hull)
     if p.mirror_completion:
         _mirror_step(view, grid, info, p)
     if p.require_pair and not _is_chest(view, grid.content):  # step 8
