@@ -17,8 +17,9 @@ keeps the idea and removes its weaknesses:
   progressive thresholding stays the core; documented steps (see :class:`PBTSegParams`) reach the whole lung:
   a neck cut of leaks, per-zone thresholds from the lungs' own brightness trend, an edge-strength choice of each
   lung's level, joining pieces cut apart by an opacity, extension down to the diaphragm, a chest-wall constrained
-  (lateral) hull, completion down to a dome that an opacity hides from the thresholds, contralateral mirror
-  completion, and a pair test that keeps non-chest images lung-free.
+  (lateral) hull, completion down to a dome that an opacity hides from the thresholds (or to the left lung's
+  floor where the right dome itself is hidden), contralateral mirror completion, and a pair test that keeps non-chest
+  images lung-free.
 - A failed segmentation is not silent: the label map is empty and ``info["found"]`` is False with a reason;
   the dictionary transform logs a warning and records it in the metadata.
 
@@ -1198,7 +1199,7 @@ def _dome_step(view: np.ndarray, grid: _Grid, p: PBTSegParams) -> None:
 
 
 def _partner_floor(view: np.ndarray, gap: float, hull: bool) -> None:
-    """Step 9b (``PBTSegParams.partner_floor``), in place on the label map: the patient's right lung (label 1), when
+    """Step 10 (``PBTSegParams.partner_floor``), in place on the label map: the patient's right lung (label 1), when
     its lower border ends well above the partner's, is extended down to the partner's lower border mirrored.
 
     Args:
