@@ -18,7 +18,7 @@ parameter change is measured in the same run against the published code and, wit
 ``--steps`` prints the CPU time of each step function of ``pbtseg()`` (where the time goes).
 
 Run: ``python benchmarks/bench_pbtseg.py [--reference DIR] [--seeds 40] [--sizes 256 512 1024] [--repeats 3]
-[--baseline FILE] [--params JSON] [--steps]``
+[--baseline FILE] [--params JSON] [--steps] [--first-seed 0]``
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ CORE = dict(
     lateral_hull=False,
     mirror_completion=0.0,
     require_pair=False,
+    dome_reach=0.0,
+    partner_floor=0.0,
 )
 
 
@@ -74,6 +76,8 @@ STEPS = (
     "_remove_spurs",
     "_diaphragm_step",
     "_hull_step",
+    "_dome_step",
+    "_partner_floor",
     "_mirror_step",
     "_is_chest",
 )
@@ -211,6 +215,12 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, default=ROOT / ".." / "shared" / "reference" / "art-asyn-published")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--seeds", type=int, default=40, help="phantom seeds per size and health state")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="first phantom seed of the accuracy tables (e.g. 40: seeds the tests do not use, a held-out check)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the 256 px images")
     parser.add_argument("--timed-images", type=int, default=8)
     parser.add_argument(
@@ -258,7 +268,7 @@ def main() -> None:
         timed_imgs = []
         for diseased in (False, True):
             state = "diseased" if diseased else "healthy"
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 ph = make_phantom(size, seed=seed, diseased=diseased)
                 img = variant(ph.image, VARIANTS[seed % len(VARIANTS)])
                 if len(timed_imgs) < args.timed_images and not diseased:
@@ -278,7 +288,8 @@ def main() -> None:
         print(f"{size} px done", file=sys.stderr)
 
     print(
-        f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds x sizes {args.sizes}; "
+        f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds from {args.first_seed} x "
+        f"sizes {args.sizes}; "
         "storage cycling float / gamma 0.6 / gamma 1.6 / 8 / 12 / 16-bit"
         + (f"; our parameters changed: {args.params}" if args.params else "")
         + "\n"

@@ -17,7 +17,9 @@ keeps the idea and removes its weaknesses:
   progressive thresholding stays the core; documented steps (see :class:`PBTSegParams`) reach the whole lung:
   a neck cut of leaks, per-zone thresholds from the lungs' own brightness trend, an edge-strength choice of each
   lung's level, joining pieces cut apart by an opacity, extension down to the diaphragm, a chest-wall constrained
-  (lateral) hull, contralateral mirror completion, and a pair test that keeps non-chest images lung-free.
+  (lateral) hull, completion down to a dome that an opacity hides from the thresholds (or to the left lung's
+  floor where the right dome itself is hidden), contralateral mirror completion, and a pair test that keeps non-chest
+  images lung-free.
 - A failed segmentation is not silent: the label map is empty and ``info["found"]`` is False with a reason;
   the dictionary transform logs a warning and records it in the metadata.
 
@@ -130,6 +132,33 @@ class PBTSegParams:
             Natural photographs and radiographs of other body parts (the soft tissue either side of a long bone)
             can hold one or two dark lung-shaped regions; a frontal chest has the pair about the mediastinum. The
             price: a chest with one lung completely opacified gets no map at all (reported, not silent).
+        dome_reach: dome completion, as the longest reach below a lung in fractions of the height (0 disables it).
+            A dense opacity in a lower zone (a lobar consolidation, often in both lungs at once, so the mirror
+            image of the partner cannot help) ends every threshold's lung at the opacity, well above the diaphragm.
+            The dome usually stays visible under the opacity: the abdomen below it is denser than aerated or
+            consolidated lung. On the rank image of the search grid, below each column of the lung, a dark-to-bright
+            step of at least 0.15 in ranks counts as the dome edge when it takes the column at least half of the way
+            from the lung's median level up to the brightest tissue below it within the reach (the abdomen; an
+            opacity's own lower edge rises only part of the way) and, below the lung's bottom, when everything between
+            the bottom and the step is darker (by 0.1 in ranks) than the tissue under the step, so the path runs
+            through lung, clear or opacified, never through abdomen (a step inside the abdomen, under a gas bubble or
+            at a collimation border, is reached only through brighter tissue). A column with such an edge at its own
+            bottom already reaches the diaphragm and stays; the others go down to the strongest edge below. The lung
+            is extended only when at least 30 % of its columns find an edge below; columns without evidence either
+            way are interpolated, the edge row is median filtered across the columns, and the lateral hull
+            (``lateral_hull``) is taken again. Runs before ``mirror_completion``, so a lung cut short by a lower-zone
+            opacity is completed from its own dome rather than from a mirror image that may not fit it. It does not
+            help where the consolidation is as dense as the abdomen (the dome's silhouette is lost).
+        partner_floor: the partner's floor for the patient's right lung, as the smallest gap in fractions of the
+            height (0 disables it). Where a consolidation as dense as the abdomen hides the right dome (its
+            silhouette is lost, so ``dome_reach`` finds no edge), the left lung's lower border is the best evidence
+            of where the right one ends: the domes lie at similar heights, the right one usually a little higher
+            (a few % of the film's height; a gap of 4 % already extended healthy right lungs too far). When the right
+            lung's lowest row lies more than this gap above the left lung's, each of its columns is extended down
+            to the left lung's lower border mirrored about the axis of step 7 (the median midpoint of the lateral
+            borders), and the lateral hull is taken again. Only the lower border is borrowed, not the mirror
+            image's width, which fits badly on a rotated film. Not applied to the patient's left lung: the mirror
+            of the right lung's lower border would run under the heart.
     """
 
     search_size: int = 128
@@ -161,6 +190,8 @@ class PBTSegParams:
     edge_window: tuple[float, float] = (0.1, 0.06)
     edge_step: float = 0.01
     require_pair: bool = True
+    dome_reach: float = 0.2
+    partner_floor: float = 0.08
 
 
 def _as_2d_float(image: Any) -> np.ndarray:
@@ -1213,6 +1244,122 @@ def _full_resolution_lung(grid: _Grid, parts: list[_Lung], side: int, p: PBTSegP
     return m
 
 
+def _dome_targets(rank: np.ndarray, mask: np.ndarray, reach: int, k: int, min_step: float) -> np.ndarray | None:
+    """Per column of a search-grid lung (its columns in order): the row of the dome edge below the lung's bottom,
+    or None when the lung's lower border already lies on the dome (see ``PBTSegParams.dome_reach``).
+
+    Args:
+        rank: (h, w) rank image of the search grid (rib-suppressed, block-averaged).
+        mask: (h, w) bool lung on the search grid.
+        reach: longest extension, grid rows.
+        k: half-length, grid rows, of the vertical step ``rank[r + k] - rank[r - k]`` that marks an edge.
+        min_step: smallest step, in ranks, that counts as the dome edge.
+    """
+    h = rank.shape[0]
+    cols = np.flatnonzero(mask.any(axis=0))
+    bottom = h - 1 - mask[::-1, cols].argmax(axis=0)
+    offs = np.arange(-k, reach + 1)
+    rr = bottom[None, :] + offs[:, None]
+    ok = (rr + k < h) & (rr - k >= 0)
+    rr = np.clip(rr, k, h - 1 - k)
+    above, below = rank[rr - k, cols[None, :]], rank[rr + k, cols[None, :]]
+    step = np.where(ok, below - above, -np.inf)
+    # a step counts as the dome edge only when it takes the column most of the way from the lung's level up to the
+    # brightest tissue below it within the reach (the abdomen): an opacity's own lower edge rises only part of the way
+    lung_level = float(np.median(rank[mask]))
+    below_max = np.maximum.accumulate(np.where(ok, below, -np.inf)[::-1], axis=0)[::-1]
+    share = (below - lung_level) / np.maximum(below_max - lung_level, 1e-6)
+    # below the bottom, the path down to the edge holds nothing as bright as the tissue under the edge: a step inside
+    # the abdomen (under a gas bubble, at a collimation border) is reached only through bright tissue
+    path = np.maximum.accumulate(np.where(offs[:, None] > 0, rank[rr, cols[None, :]], 0.0), axis=0)
+    dome = ok & (step >= min_step) & (share >= 0.5) & ((offs[:, None] <= k) | (path < below - 0.1))
+    found = dome.any(axis=0)
+    # a dome edge at the lung's own bottom: the column already reaches the diaphragm and stays as it is
+    good = found & ~dome[offs <= k].any(axis=0)
+    if np.count_nonzero(good) < 0.3 * cols.size:
+        return None
+    pick = np.where(dome & (offs[:, None] > k), step, -np.inf).argmax(axis=0)  # the strongest dome edge below
+    target = np.where(good, bottom + offs[pick], bottom)
+    x = np.flatnonzero(found)
+    filled = np.interp(np.arange(cols.size), x, target[x]).round().astype(np.intp)
+    target = np.where(found, target, np.maximum(filled, bottom))
+    target = ndimage.median_filter(target, size=max(3, (cols.size // 8) | 1), mode="nearest")
+    return np.maximum(target, bottom)
+
+
+def _dome_step(view: np.ndarray, grid: _Grid, p: PBTSegParams) -> None:
+    """Step 9 (``PBTSegParams.dome_reach``), in place on the label map: each lung whose lower border stops above a
+    clear dome edge is extended down to it (on the search grid, interpolated to full resolution), then its lateral
+    hull is taken again."""
+    f, rank = grid.f, grid.work_rank
+    hg, wg = rank.shape
+    reach = max(2, int(round(p.dome_reach * hg)))
+    k = max(1, int(round(0.015 * hg)))
+    for side in (1, 2):
+        full = view == side
+        if not full.any():
+            continue
+        mg = _block_mean(full[: hg * f, : wg * f].astype(np.float32), f) > 0.5
+        if np.count_nonzero(mg) < 16:
+            continue
+        cols = np.flatnonzero(mg.any(axis=0))
+        target = _dome_targets(rank, mg, reach, k, 0.15)
+        if target is None:
+            continue
+        # grid row i covers full rows i*f .. i*f + f - 1: the edge lies at the middle of the step
+        fcols = np.flatnonzero(full.any(axis=0))
+        t_full = np.interp(fcols + 0.5, (cols + 0.5) * f, (target + 0.5) * f)
+        fbottom = view.shape[0] - 1 - full[::-1, fcols].argmax(axis=0)
+        r = np.arange(view.shape[0])[:, None]
+        add = (r > fbottom[None, :]) & (r < t_full[None, :])
+        sub = view[:, fcols]
+        sub[add & (sub == 0)] = side
+        view[:, fcols] = sub
+        if p.lateral_hull:
+            view[_lateral_hull(view == side, side) & (view == 0)] = side
+
+
+def _partner_floor(view: np.ndarray, gap: float, hull: bool) -> None:
+    """Step 10 (``PBTSegParams.partner_floor``), in place on the label map: the patient's right lung (label 1), when
+    its lower border ends well above the partner's, is extended down to the partner's lower border mirrored.
+
+    Args:
+        view: (H, W) label map with both lungs.
+        gap: smallest gap between the two lungs' lowest rows, as a fraction of the height.
+        hull: take the lateral hull of the extended lung again (``PBTSegParams.lateral_hull``).
+    """
+    one, two = view == 1, view == 2
+    if not one.any() or not two.any():
+        return
+    h, w = view.shape
+    cols = np.flatnonzero(one.any(axis=0))
+    bottom = h - 1 - one[::-1, cols].argmax(axis=0)
+    cols2 = np.flatnonzero(two.any(axis=0))
+    bottom2 = h - 1 - two[::-1, cols2].argmax(axis=0)
+    if bottom.max() >= bottom2.max() - gap * h:
+        return
+    both = one.any(axis=1) & two.any(axis=1)
+    if not both.any():
+        return
+    # mirror axis: the median midpoint of the two lateral borders over the rows both lungs hold (as step 7)
+    axis2 = int(round(float(np.median(one[both].argmax(axis=1) + w - two[both, ::-1].argmax(axis=1))))) - 1
+    floor = np.full(w, -1)
+    floor[cols2] = bottom2
+    mc = axis2 - cols
+    target = np.where((mc >= 0) & (mc < w), floor[np.clip(mc, 0, w - 1)], -1)
+    # columns without a mirrored partner column: the nearest that has one
+    have = np.flatnonzero(target >= 0)
+    if have.size < 0.5 * cols.size:
+        return
+    target = np.interp(np.arange(cols.size), have, target[have])
+    r = np.arange(h)[:, None]
+    sub = view[:, cols]
+    sub[(r > bottom[None, :]) & (r <= target[None, :]) & (sub == 0)] = 1
+    view[:, cols] = sub
+    if hull:
+        view[_lateral_hull(view == 1, 1) & (view == 0)] = 1
+
+
 def _mirror_step(view: np.ndarray, grid: _Grid, info: dict, p: PBTSegParams) -> None:
     """Step 7 (``PBTSegParams.mirror_completion``), in place on the label map and ``info``."""
     if len(info["lungs"]) == 1 and _opaque_partner(view, grid.content):
@@ -1284,6 +1431,10 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         view[m & (view == 0)] = side
         info["lungs"].append(side)
         info["quantiles"][side] = round(best[side].quantile, 4)
+    if p.dome_reach > 0 and info["lungs"]:
+        _dome_step(view, grid, p)
+    if p.partner_floor > 0 and len(info["lungs"]) == 2:
+        _partner_floor(view, p.partner_floor, p.lateral_hull)
     if p.mirror_completion:
         _mirror_step(view, grid, info, p)
     if p.require_pair and not _is_chest(view, grid.content):  # step 8

@@ -99,12 +99,14 @@ def test_accuracy_over_robustness_set(tmp_path, capsys):
 #: the diseased inputs and maps were re-hashed with the current PBTSeg (those maps proven identical on the old
 #: inputs) when the demo lesion generator changed (issue 12). Issue 10's third round re-hashed the 12 diseased maps
 #: that its mirror-completion changes (label-2 ratio, mirror axes, medial hull of a mirrored right lung) alter on
-#: purpose; every healthy map is unchanged.
+#: purpose; every healthy map is unchanged. Issue 10's dome completion and partner floor (``PBTSegParams.dome_reach``,
+#: ``partner_floor``) re-hashed the 6 diseased maps they change here (no healthy one), after the full grid (40 seeds
+#: x 256/512/1024 px) showed a gain.
 #: Regenerate deliberately (and say so in the commit) when PBTSeg's maps or the phantoms change on purpose.
 #: Keys: (size, seed, diseased, storage).
 REFERENCE_MAP_HASHES = {
     (256, 0, False, "float"): ("035d2690adaebba7", "44df87c603803cde"),
-    (256, 0, True, "float"): ("543dbaed8dda6ecf", "4a43a76f7ca118eb"),
+    (256, 0, True, "float"): ("543dbaed8dda6ecf", "58fba467685eeae8"),
     (256, 1, False, "float"): ("451f001d7041c705", "75ff2c9c391ebb21"),
     (256, 1, True, "float"): ("74d4e76d646de490", "75ff2c9c391ebb21"),
     (256, 2, False, "float"): ("19365d5bba06ba75", "b25e9447409352cd"),
@@ -118,7 +120,7 @@ REFERENCE_MAP_HASHES = {
     (256, 6, False, "float"): ("14b11692320f1729", "078f60d8fcf51e3a"),
     (256, 6, True, "float"): ("cb0705e80787156c", "204c0dd1cc3fee2c"),
     (256, 7, False, "float"): ("4db1a07123593bad", "655c78f764c96432"),
-    (256, 7, True, "float"): ("f0dba318c88c2b22", "0713480891e69f88"),
+    (256, 7, True, "float"): ("f0dba318c88c2b22", "13f076ba04a33384"),
     (256, 8, False, "float"): ("c70166b9876173ec", "a52df7a1ed3d6bda"),
     (256, 8, True, "float"): ("767bdb7eecdf62a6", "c54944c6e25d1ac2"),
     (256, 9, False, "float"): ("48396105e39b7bba", "d06eb26776b82453"),
@@ -135,8 +137,8 @@ REFERENCE_MAP_HASHES = {
     (256, 14, True, "float"): ("7a5d77884a44d97c", "1e7bac574ba83358"),
     (256, 15, False, "float"): ("d0a00ad7ae0e6917", "545739cbd51db2c7"),
     (256, 15, True, "float"): ("acb70dca10d40156", "cc5c9a608625b147"),
-    (256, 0, True, "8-bit"): ("7d194246fddcfc24", "9546012e51eab579"),
-    (256, 0, True, "16-bit"): ("c40bc1809226f88c", "4a43a76f7ca118eb"),
+    (256, 0, True, "8-bit"): ("7d194246fddcfc24", "a69e87749acac2b8"),
+    (256, 0, True, "16-bit"): ("c40bc1809226f88c", "58fba467685eeae8"),
     (256, 1, True, "8-bit"): ("4f14a215f4cf191a", "628f9fcefee825d4"),
     (256, 1, True, "16-bit"): ("c25a5322c9f51b10", "75ff2c9c391ebb21"),
     (256, 2, True, "8-bit"): ("5b678eee3e4ea0e0", "4550bd969eec5b49"),
@@ -144,12 +146,12 @@ REFERENCE_MAP_HASHES = {
     (256, 3, True, "8-bit"): ("d9566f33b970112e", "0ebb4a21edea10f6"),
     (256, 3, True, "16-bit"): ("4133e626fea8ce2f", "90e6e0573e52c952"),
     (512, 0, False, "float"): ("3824f89fb0670e92", "c7fee3d439d28923"),
-    (512, 0, True, "float"): ("43b815ba1569fac3", "ebb75c2789a917d8"),
+    (512, 0, True, "float"): ("43b815ba1569fac3", "1dab642347cf6be8"),
     (512, 1, False, "float"): ("62b4d5a4e866e433", "1dd9cffd098430e9"),
     (512, 1, True, "float"): ("ed994f1c8ad9102f", "1dd9cffd098430e9"),
     (512, 2, False, "float"): ("724ea1b30c0ce595", "b355ac4441429bec"),
     (512, 2, True, "float"): ("036ad1027ec16922", "8f3ed14639a328e5"),
-    (1024, 0, True, "float"): ("351f5a1b8e8e0302", "d258fd09ac5fba00"),
+    (1024, 0, True, "float"): ("351f5a1b8e8e0302", "016236e2ecce8a7d"),
 }
 
 
@@ -248,8 +250,8 @@ def test_whole_lungs_on_hard_healthy_phantoms(capsys):
 
 
 def test_added_steps_reach_the_lower_zones(capsys):
-    """The published core alone (no zone correction, edge level, diaphragm extension, lateral hull, mirror completion
-    or pair test: PBTSeg before issue 10) misses lower-zone lung;
+    """The published core alone (no zone correction, edge level, diaphragm extension, lateral hull, dome completion,
+    partner floor, mirror completion or pair test: PBTSeg before issue 10) misses lower-zone lung;
     the added steps recover it on the same images (fails on the core-only PBTSeg by construction of the test)."""
     core = dict(
         zone_correction=False,
@@ -260,6 +262,8 @@ def test_added_steps_reach_the_lower_zones(capsys):
         require_pair=False,
         join_pieces=0.0,
         neck_cut=0.0,
+        dome_reach=0.0,
+        partner_floor=0.0,
     )
     seeds = range(300, 312)
     ours, _ = _grid(seeds, [256], diseased=False)
@@ -289,7 +293,7 @@ def test_added_steps_reach_the_lower_zones(capsys):
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="worst-case target not met (median is): lung hidden under dense lobar consolidation is "
-                "only partly recovered, worst per-lung Dice 0.74 (README, Lung masks: limits)",
+                "only partly recovered, worst per-lung Dice 0.76 (README, Lung masks: limits)",
             ),
         ),
     ],
@@ -318,6 +322,8 @@ def test_restricted_masks_keep_lesions_at_the_lung_edge():
         require_pair=False,
         join_pieces=0.0,
         neck_cut=0.0,
+        dome_reach=0.0,
+        partner_floor=0.0,
     )
     kept = {"ours": [], "core": []}
     for seed in range(400, 412):
