@@ -46,22 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bundle.data.phantoms import STORAGE_VARIANTS as VARIANTS  # noqa: E402
 from bundle.data.phantoms import as_stored as variant  # noqa: E402
 from bundle.data.phantoms import make_phantom  # noqa: E402
-from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
-
-#: our PBTSeg with every step added for the whole lung switched off: the progressive-thresholding core alone
-CORE = dict(
-    zone_correction=False,
-    edge_level=False,
-    neck_cut=0.0,
-    join_pieces=0.0,
-    diaphragm_reach=0.0,
-    lateral_hull=False,
-    mirror_completion=0.0,
-    require_pair=False,
-    dome_reach=0.0,
-    partner_floor=0.0,
-)
-
+from bundle.lungs.pbtseg import CORE_ONLY, PBTSegParams, pbtseg  # noqa: E402
 
 #: the step functions of ``bundle/lungs/pbtseg.py`` in the order ``pbtseg()`` calls them (``--steps`` times each)
 STEPS = (
@@ -283,7 +268,7 @@ def main() -> None:
         speed[size] = (
             timed(lambda x: pbtseg(x, **args.params), timed_imgs, args.repeats),
             timed(lambda x: published_map(seg, x), timed_imgs, args.repeats),
-            timed(lambda x: pbtseg(x, **CORE), timed_imgs, args.repeats),
+            timed(lambda x: pbtseg(x, **CORE_ONLY), timed_imgs, args.repeats),
         )
         print(f"{size} px done", file=sys.stderr)
 

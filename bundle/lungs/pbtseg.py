@@ -38,7 +38,7 @@ import torch
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-__all__ = ["PBTSegParams", "pbtseg"]
+__all__ = ["PBTSegParams", "CORE_ONLY", "pbtseg"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,24 @@ class PBTSegParams:
     dome_reach: float = 0.2
     partner_floor: float = 0.08
     mirror_bands: int = 4
+
+
+#: :func:`pbtseg` overrides that switch off every step added to the published progressive thresholding (zone
+#: correction, edge level, neck cut, pieces, diaphragm, lateral hull, mirror completion, pair test, dome, partner
+#: floor): the core that the tests and ``benchmarks/bench_pbtseg.py`` compare the full method against. A new step
+#: gets its off value here.
+CORE_ONLY: dict[str, Any] = {
+    "zone_correction": False,
+    "edge_level": False,
+    "neck_cut": 0.0,
+    "join_pieces": 0.0,
+    "diaphragm_reach": 0.0,
+    "lateral_hull": False,
+    "mirror_completion": 0.0,
+    "require_pair": False,
+    "dome_reach": 0.0,
+    "partner_floor": 0.0,
+}
 
 
 def _as_2d_float(image: Any) -> np.ndarray:

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from bundle.data.phantoms import STORAGE_VARIANTS, as_stored, make_phantom
 from bundle.io import read_image, write_nifti, write_png
-from bundle.lungs.pbtseg import pbtseg
+from bundle.lungs.pbtseg import CORE_ONLY, pbtseg
 from tests.dicom_files import write_dicom_monochrome1
 
 
@@ -253,23 +253,11 @@ def test_added_steps_reach_the_lower_zones(capsys):
     """The published core alone (no zone correction, edge level, diaphragm extension, lateral hull, dome completion,
     partner floor, mirror completion or pair test: PBTSeg before issue 10) misses lower-zone lung;
     the added steps recover it on the same images (fails on the core-only PBTSeg by construction of the test)."""
-    core = dict(
-        zone_correction=False,
-        diaphragm_reach=0.0,
-        lateral_hull=False,
-        edge_level=False,
-        mirror_completion=0.0,
-        require_pair=False,
-        join_pieces=0.0,
-        neck_cut=0.0,
-        dome_reach=0.0,
-        partner_floor=0.0,
-    )
     seeds = range(300, 312)
     ours, _ = _grid(seeds, [256], diseased=False)
-    base, _ = _grid(seeds, [256], diseased=False, **core)
+    base, _ = _grid(seeds, [256], diseased=False, **CORE_ONLY)
     sick, _ = _grid(seeds, [256], diseased=True)
-    sick_base, _ = _grid(seeds, [256], diseased=True, **core)
+    sick_base, _ = _grid(seeds, [256], diseased=True, **CORE_ONLY)
     with capsys.disabled():
         for t, d in (
             ("ours healthy", ours),
@@ -314,23 +302,11 @@ def test_restricted_masks_keep_lesions_at_the_lung_edge():
     lose a lesion entirely (the core-only map does)."""
     from bundle.evaluation.postprocess import dilate_lungs
 
-    core = dict(
-        zone_correction=False,
-        diaphragm_reach=0.0,
-        lateral_hull=False,
-        edge_level=False,
-        mirror_completion=0.0,
-        require_pair=False,
-        join_pieces=0.0,
-        neck_cut=0.0,
-        dome_reach=0.0,
-        partner_floor=0.0,
-    )
     kept = {"ours": [], "core": []}
     for seed in range(400, 412):
         ph = make_phantom(256, seed=seed, diseased=True)
         les = ph.lesion.astype(bool)
-        for name, params in (("ours", {}), ("core", core)):
+        for name, params in (("ours", {}), ("core", CORE_ONLY)):
             region = dilate_lungs(torch.from_numpy(pbtseg(ph.image, **params)[0][None])).numpy()[0].astype(bool)
             kept[name].append((region & les).sum() / max(les.sum(), 1))
     assert np.mean(kept["ours"]) > np.mean(kept["core"]) + 0.05, kept
