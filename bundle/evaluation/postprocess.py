@@ -47,6 +47,9 @@ __all__ = [
     "smooth_map",
     "image_score",
     "anomaly_mask",
+    "mask_difference",
+    "mask_region",
+    "threshold_mask",
     "AnomalyMap",
     "AnomalyMapd",
     "AnomalyScore",
@@ -213,28 +216,81 @@ def anomaly_mask(
     Returns:
         uint8 mask with the shape and type (numpy/torch) of ``image``, values 0/1.
     """
+    img = _to_torch(image).float()
+    diff = mask_difference(img, recon, smoothing, polarity)
+    region = mask_region(lung, diff, lung_dilation)
+    mask = threshold_mask(diff, region, threshold, min_threshold, relative).to(torch.uint8).reshape(img.shape)
+    return convert_to_dst_type(mask, image, dtype=torch.uint8 if isinstance(image, torch.Tensor) else np.uint8)[0]
+
+
+def _checked_polarity(polarity: str) -> str:
+    if polarity not in MASK_POLARITIES:
+        raise ValueError(f"mask polarity must be one of {MASK_POLARITIES}, got {polarity!r}.")
+    return polarity
+
+
+def mask_difference(image: Any, recon: Any, smoothing: float = 0.0, polarity: str = MASK_POLARITIES[0]) -> torch.Tensor:
+    """The difference that :func:`anomaly_mask` thresholds: ``|image - recon|`` (``absolute``) or
+    ``max(image - recon, 0)`` (``brighter``), smoothed by :func:`smooth_map`.
+
+    Args:
+        image: input (H, W), (1, H, W) or (B, 1, H, W).
+        recon: reconstruction, same shape.
+        smoothing: Gaussian sigma as a fraction of the image side (0 = none).
+        polarity: one of :data:`bundle.evaluation.operating_point.MASK_POLARITIES`.
+
+    Returns:
+        float tensor (B, 1, H, W).
+    """
     img, rec = _to_torch(image).float(), _to_torch(recon).float()
     if img.shape != rec.shape:
         raise ValueError(f"image {tuple(img.shape)} and reconstruction {tuple(rec.shape)} differ in shape.")
-    if polarity not in MASK_POLARITIES:
-        raise ValueError(f"mask polarity must be one of {MASK_POLARITIES}, got {polarity!r}.")
     signed = _as_batch(img) - _as_batch(rec)
-    diff = smooth_map(signed.abs() if polarity == "absolute" else signed.clamp(min=0), smoothing)
+    return smooth_map(signed.abs() if _checked_polarity(polarity) == "absolute" else signed.clamp(min=0), smoothing)
+
+
+def mask_region(lung: Any | None, diff: torch.Tensor, lung_dilation: float = DEFAULT_LUNG_DILATION) -> torch.Tensor:
+    """Where :func:`anomaly_mask` may mark pixels: the lungs dilated by ``lung_dilation`` x the image size, the
+    whole image for items without a lung or when ``lung`` is None.
+
+    Args:
+        lung: lung label map (batch or single) or None.
+        diff: the (B, 1, H, W) difference map the region is for.
+        lung_dilation: dilation half-width as a fraction of the image size.
+
+    Returns:
+        bool tensor (B, 1, H, W).
+    """
     region = torch.ones_like(diff, dtype=torch.bool)
-    if lung is not None:
-        lung_region = dilate_lungs(lung, lung_dilation).to(diff.device)
-        if lung_region.shape[-2:] != diff.shape[-2:]:
-            raise ValueError(f"lung map {tuple(lung.shape)} does not match the image {tuple(img.shape)}.")
-        lung_region = lung_region.expand_as(diff)
-        found = lung_region.flatten(1).any(dim=1)  # items without lungs keep the whole image
-        region = torch.where(found[:, None, None, None], lung_region, region)
+    if lung is None:
+        return region
+    lung_region = dilate_lungs(lung, lung_dilation).to(diff.device)
+    if lung_region.shape[-2:] != diff.shape[-2:]:
+        raise ValueError(f"lung map {tuple(lung.shape)} does not match the image {tuple(diff.shape[-2:])}.")
+    lung_region = lung_region.expand_as(diff)
+    found = lung_region.flatten(1).any(dim=1)  # items without lungs keep the whole image
+    return torch.where(found[:, None, None, None], lung_region, region)
+
+
+def threshold_mask(
+    diff: torch.Tensor,
+    region: torch.Tensor,
+    threshold: float | None = None,
+    min_threshold: float = DEFAULT_MIN_THRESHOLD,
+    relative: float = DEFAULT_RELATIVE_THRESHOLD,
+) -> torch.Tensor:
+    """The mask of :func:`anomaly_mask` from its difference map and region (both (B, 1, H, W)): ``diff >= threshold``
+    or, when ``threshold`` is None, ``diff >= max(min_threshold, relative x max of diff in the region)`` per item.
+
+    Returns:
+        bool tensor (B, 1, H, W), False outside the region.
+    """
     if threshold is None:
         peak = torch.where(region, diff, torch.zeros_like(diff)).flatten(1).amax(dim=1)
         thr = torch.clamp(relative * peak, min=min_threshold)[:, None, None, None]
     else:
         thr = torch.as_tensor(float(threshold), dtype=diff.dtype, device=diff.device)
-    mask = ((diff >= thr) & region).to(torch.uint8).reshape(img.shape)
-    return convert_to_dst_type(mask, image, dtype=torch.uint8 if isinstance(image, torch.Tensor) else np.uint8)[0]
+    return (diff >= thr) & region
 
 
 class AnomalyMap(Transform):
@@ -348,11 +404,9 @@ class AnomalyMask(Transform):
         smoothing: float = 0.0,
         polarity: str = MASK_POLARITIES[0],
     ) -> None:
-        if polarity not in MASK_POLARITIES:
-            raise ValueError(f"mask polarity must be one of {MASK_POLARITIES}, got {polarity!r}.")
         self.threshold, self.lung_dilation = threshold, lung_dilation
         self.min_threshold, self.relative, self.smoothing = min_threshold, relative, float(smoothing)
-        self.polarity = polarity
+        self.polarity = _checked_polarity(polarity)  # a bad config value fails when the chain is built
 
     def __call__(self, image: Any, recon: Any, lung: Any | None = None) -> Any:
         return anomaly_mask(

@@ -29,7 +29,14 @@ from monai.utils import convert_to_dst_type
 
 from bundle.evaluation.metrics import DiceAccumulator, ImageScores
 from bundle.evaluation.operating_point import DEFAULT_LUNG_DILATION, DEFAULT_MIN_THRESHOLD, MASK_POLARITIES
-from bundle.evaluation.postprocess import anomaly_mask, error_map, image_score
+from bundle.evaluation.postprocess import (
+    anomaly_mask,
+    error_map,
+    image_score,
+    mask_difference,
+    mask_region,
+    threshold_mask,
+)
 from bundle.io import read_labels
 from bundle.synthesis.transforms import RandTextureAnomaly
 from bundle.training.data import image_label
@@ -262,6 +269,30 @@ def chosen_candidates(point: Mapping[str, Any]) -> tuple[str, str | None]:
     return score, _mask_name(*(point[k] for k in MASK_SETTINGS))
 
 
+def _mask_dices(
+    dices: dict[tuple, DiceAccumulator],
+    image: torch.Tensor,
+    recon: torch.Tensor,
+    lung: torch.Tensor | None,
+    truth: torch.Tensor,
+    dilation: float,
+) -> None:
+    """Adds one item's Dice to the accumulator of every mask candidate ``(relative, restrict, smoothing, floor,
+    polarity)`` in ``dices``: the same masks as :func:`bundle.evaluation.postprocess.anomaly_mask`, with each
+    difference map (polarity, smoothing) and each region computed once for all the thresholds that use it."""
+    diffs: dict[tuple[str, float], torch.Tensor] = {}
+    regions: dict[bool, torch.Tensor] = {}
+    for combo, acc in dices.items():
+        relative, restrict, g, floor, polarity = combo
+        if (polarity, g) not in diffs:
+            diffs[(polarity, g)] = mask_difference(image, recon, g, polarity)
+        diff = diffs[(polarity, g)]
+        if restrict not in regions:
+            regions[restrict] = mask_region(lung if restrict else None, diff, dilation)
+        pred = threshold_mask(diff, regions[restrict], None, floor, relative)
+        acc.update(pred.to(torch.uint8).reshape(image.shape), truth)
+
+
 def select_operating_point(
     network: torch.nn.Module,
     dataloader: Any,
@@ -342,20 +373,7 @@ def select_operating_point(
                     for rule, g in score_cands:
                         scores[(rule, g)].update(image_score(err, lung=lung_i, rule=rule, smoothing=g), label)
                     if label == 1 and int(batch["has_mask"][i]):
-                        gt = torch.as_tensor(batch["mask"][i])
-                        for combo in combos:
-                            relative, restrict, g, floor, polarity = combo
-                            pred = anomaly_mask(
-                                image[i],
-                                recon[i],
-                                lung=lung_i if restrict else None,
-                                lung_dilation=dilation,
-                                min_threshold=floor,
-                                relative=relative,
-                                smoothing=g,
-                                polarity=polarity,
-                            )
-                            dices[combo].update(pred, gt)
+                        _mask_dices(dices, image[i], recon[i], lung_i, torch.as_tensor(batch["mask"][i]), dilation)
     finally:
         network.train(was_training)
     labels = scores[score_cands[0]].labels
