@@ -181,7 +181,9 @@ class PBTSegParams:
             256/512/1024 px (seeds looked at while this step was chosen): lungs below Dice 0.85 from 18 to 4 of 480
             (five films without a map before, worst 0.000 -> 0.791; the 4 left are one film, seed 91, whose lungs
             leak at 512 and 1024 px at the level ``edge_level`` chooses). Seeds 0-39 (full grid): healthy median /
-            worst unchanged at 0.955 / 0.903, diseased lungs below 0.85 from 10 to 9. A lone lung that is to be
+            worst unchanged at 0.955 / 0.903, diseased lungs below 0.85 from 10 to 9. Fresh seeds 200-279 (not looked
+            at, all sizes): 12 of 240 healthy maps change, healthy lungs below 0.85 8 -> 8 (the arm-gap leaks of the
+            README's limits), diseased 67 -> 65 of 480; labels never swapped. A lone lung that is to be
             mirrored (a white-out) must also be at least an eighth of the width wide, as the step let a brick of a
             photograph of a wall through as one.
     """
@@ -223,8 +225,8 @@ class PBTSegParams:
 
 #: :func:`pbtseg` overrides that switch off every step added to the published progressive thresholding (zone
 #: correction, edge level, neck cut, pieces, diaphragm, lateral hull, mirror completion, pair test, dome, partner
-#: floor): the core that the tests and ``benchmarks/bench_pbtseg.py`` compare the full method against. A new step
-#: gets its off value here.
+#: floor, film margin): the core that the tests and ``benchmarks/bench_pbtseg.py`` compare the full method against.
+#: A new step gets its off value here.
 CORE_ONLY: dict[str, Any] = {
     "zone_correction": False,
     "edge_level": False,
