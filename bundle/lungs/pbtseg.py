@@ -206,9 +206,10 @@ class PBTSegParams:
             from every image edge, the leaks within 1.5-3 %. Measured, before = ``strip_radius`` 0, all three sizes
             (README: lungs section): seeds 80-159 (looked at while the step was chosen), healthy lungs below 0.85
             4 -> 0 of 480 (worst 0.791 -> 0.853), diseased 62 -> 58, 16 of 480 maps changed; seeds 200-279 (looked
-            at): STRIP200; fresh seeds 300-379 (not looked at): STRIP300; seeds 0-39: healthy median / worst 0.955 /
-            0.903 -> 0.956 / 0.903, diseased below 0.85 9 -> 9, 12 of 240 maps changed, each lung within 0.02.
-            Labels never swapped.
+            at): healthy 8 -> 0 (worst 0.748 -> 0.874), diseased 65 -> 55, 16 maps changed; fresh seeds 300-379 (not
+            looked at; no leak there): healthy 0 -> 0, diseased 27 -> 27, 7 maps changed, each lung within 0.001;
+            seeds 0-39: healthy median / worst 0.955 / 0.903 -> 0.956 / 0.903, diseased below 0.85 9 -> 9, 12 of 240
+            maps changed, each lung within 0.02. Labels never swapped.
         strip_length: the shortest strip of ``strip_radius``, as a fraction of the height (the leaks run 25-75 %
             of the height past the lung; a lung's own thin parts, its apex, costophrenic angle and the lower tongue
             beside the heart, are shorter).
