@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from bundle.data.phantoms import STORAGE_VARIANTS, as_stored, make_phantom
 from bundle.io import read_image, write_nifti, write_png
-from bundle.lungs.pbtseg import CORE_ONLY, pbtseg
+from bundle.lungs.pbtseg import CORE_ONLY, PBTSegParams, _box, _has_strip, pbtseg
 from tests.dicom_files import write_dicom_monochrome1
 
 
@@ -102,6 +102,10 @@ def test_accuracy_over_robustness_set(tmp_path, capsys):
 #: purpose; every healthy map is unchanged. Issue 10's dome completion and partner floor (``PBTSegParams.dome_reach``,
 #: ``partner_floor``) re-hashed the 6 diseased maps they change here (no healthy one), after the full grid (40 seeds
 #: x 256/512/1024 px) showed a gain. The film margin in the shape tests (``film_margin``) changes none of these maps.
+#: The edge-strip test (``strip_radius``) re-hashed the 2 maps of seed 15 at 256 px (healthy and diseased, float): this
+#: film has dark air gaps along both side edges, some of the search's candidates hold one and now fail, so a slightly
+#: different level is kept (per-lung Dice healthy 0.935 / 0.958 -> 0.932 / 0.958, diseased 0.936 / 0.952 -> 0.936 /
+#: 0.936); the full grid and the held-out seeds showed a gain (README, lungs section).
 #: Regenerate deliberately (and say so in the commit) when PBTSeg's maps or the phantoms change on purpose.
 #: Keys: (size, seed, diseased, storage).
 REFERENCE_MAP_HASHES = {
@@ -135,8 +139,8 @@ REFERENCE_MAP_HASHES = {
     (256, 13, True, "float"): ("fd287d63343ef903", "3d7634362b52fd6b"),
     (256, 14, False, "float"): ("4134a17dcec5b559", "09b63c2af2f8cec7"),
     (256, 14, True, "float"): ("7a5d77884a44d97c", "1e7bac574ba83358"),
-    (256, 15, False, "float"): ("d0a00ad7ae0e6917", "545739cbd51db2c7"),
-    (256, 15, True, "float"): ("acb70dca10d40156", "cc5c9a608625b147"),
+    (256, 15, False, "float"): ("d0a00ad7ae0e6917", "23e822ca0857264a"),
+    (256, 15, True, "float"): ("acb70dca10d40156", "ac809a3030b9fc98"),
     (256, 0, True, "8-bit"): ("7d194246fddcfc24", "a69e87749acac2b8"),
     (256, 0, True, "16-bit"): ("c40bc1809226f88c", "58fba467685eeae8"),
     (256, 1, True, "8-bit"): ("4f14a215f4cf191a", "628f9fcefee825d4"),
@@ -326,6 +330,37 @@ def test_healthy_films_keep_their_lung_map():
         if not info["found"] or worst < 0.8:
             poor.append((seed, round(worst, 3), info["reason"]))
     assert not poor, poor
+
+
+@pytest.mark.parametrize("size, seed", [(256, 256), (512, 91)])
+def test_no_lung_leaks_along_the_film_edge(size, seed):
+    """Healthy films on which a lung joins the air gap beside the arm, a thin strip along the film's side edge, at a
+    level that passes the published shape tests and the film margin: the lateral hull widened the strip into a band
+    and mirror completion copied it to the partner (both lungs 0.76-0.83 before ``strip_radius``)."""
+    ph = make_phantom(size, seed=seed)
+    labels, info = pbtseg(as_stored(ph.image, STORAGE_VARIANTS[seed % len(STORAGE_VARIANTS)]))
+    assert info["found"], info["reason"]
+    assert min(dice(labels == k, ph.lung == k) for k in (1, 2)) >= 0.9
+
+
+def test_strip_test_needs_a_long_thin_part_at_the_film_edge():
+    """``_has_strip`` on a lung-like ellipse (128 px grid): a thin strip along the image's side edge, joined to the
+    lung, counts; the same strip well inside the image (a lung's own thin part beside an opacity) does not."""
+    p = PBTSegParams()
+    y, x = np.mgrid[0:128, 0:128]
+    lung = ((y - 45) / 30.0) ** 2 + ((x - 35) / 20.0) ** 2 <= 1
+    at_edge, inside = lung.copy(), lung.copy()
+    at_edge[20:110, 2:8] = True
+    at_edge[40:44, 2:20] = True
+    inside[60:110, 30:36] = True  # 35 rows below the lung, 18 rows from the bottom edge
+
+    def has(m):
+        box = _box(m)
+        return _has_strip(m[box], box, m.shape, p)
+
+    assert has(at_edge)
+    assert not has(lung)
+    assert not has(inside)
 
 
 def _lower_leg(size: int, seed: int) -> np.ndarray:
