@@ -520,6 +520,16 @@ def _is_lung(mask: np.ndarray, area: int, box: tuple[slice, slice], side: int, p
     return _is_lung_box(mask[box], area, box, mask.shape, side, p)
 
 
+def _box_passes(box: tuple[slice, slice], h: int, p: PBTSegParams) -> bool:
+    """The tests of :func:`_is_lung_box` that need only the component's box in an image of height ``h``: taller
+    than wide, tall enough, and ending inside the film (``film_margin``) at the top and bottom."""
+    sr, sc = box
+    bh = sr.stop - sr.start
+    if bh <= p.min_aspect * (sc.stop - sc.start) or bh < p.min_height * h:
+        return False
+    return p.film_margin * h <= sr.start and sr.stop <= h - p.film_margin * h
+
+
 def _is_lung_box(
     sub: np.ndarray, area: int, box: tuple[slice, slice], shape: tuple[int, int], side: int, p: PBTSegParams
 ) -> bool:
@@ -527,9 +537,7 @@ def _is_lung_box(
     h, w = shape
     sr, sc = box
     bh, bw = sr.stop - sr.start, sc.stop - sc.start
-    if bh <= p.min_aspect * bw or bh < p.min_height * h:
-        return False
-    if sr.start < p.film_margin * h or sr.stop > h - p.film_margin * h:
+    if not _box_passes(box, h, p):
         return False
     lo, hi = p.centroid_band
     # the column centroid first: it rejects most candidates of the search (the air beside the body)
@@ -612,9 +620,7 @@ def _search(
             side = 1 if sc.start < left_edge else 2 if sc.stop > right_edge else 0
             if side == 0 or side in grew or (side in best and area <= best[side].area):
                 continue
-            if sr.stop - sr.start <= p.min_aspect * (sc.stop - sc.start) or sr.stop - sr.start < p.min_height * h:
-                continue
-            if sr.start < p.film_margin * h or sr.stop > h - p.film_margin * h:
+            if not _box_passes((sr, sc), h, p):
                 continue  # the box tests of _is_lung_box, before its mask is cut out
             if _is_lung_box(lab[sr, sc] == k, area, (sr, sc), (h, w), side, p):
                 best[side] = _Lung(area, float(t), float(q), lab, int(k))
