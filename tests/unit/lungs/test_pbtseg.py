@@ -381,7 +381,16 @@ def test_no_lungs_in_photographs_and_other_body_parts():
     from skimage import color, data
 
     images = {f"lower leg {s}": _lower_leg(256, s) for s in range(3)}
-    for name in ("camera", "astronaut", "coins", "moon", "brick", "immunohistochemistry", "chelsea"):
+    for name in (
+        "camera",
+        "astronaut",
+        "coins",
+        "moon",
+        "brick",
+        "immunohistochemistry",
+        "chelsea",
+        "shepp_logan_phantom",
+    ):
         im = getattr(data, name)()
         images[name] = color.rgb2gray(im[..., :3]) if im.ndim == 3 else im
     for name, im in images.items():
