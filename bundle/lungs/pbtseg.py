@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 _SQUARE = ndimage.generate_binary_structure(2, 2)
+#: the pair test's gap between the lungs and the film's top and bottom edges (shoulders above, diaphragm below), in
+#: fractions of the height; also the default of ``PBTSegParams.film_margin``, which asks it of every candidate
+_PAIR_MARGIN = 0.03
 #: the pair test's narrowest mediastinum, as the median gap between the two lungs' medial borders over the rows both
 #: hold, in fractions of the width. The vertebral column alone takes about a tenth of a frontal chest film's width,
 #: and the heart's rows are far wider; the phantoms' smallest median gap is 0.105 (256 px, seeds 0-39 and 80-159,
@@ -255,7 +258,7 @@ class PBTSegParams:
     dome_reach: float = 0.2
     partner_floor: float = 0.08
     mirror_bands: int = 4
-    film_margin: float = 0.03
+    film_margin: float = _PAIR_MARGIN
     strip_radius: float = 0.04
     strip_length: float = 0.2
     strip_edge: float = 0.05
@@ -353,6 +356,15 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask | ~outside[lab]
 
 
+def _square_opening(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary opening of a bool mask by a square of side ``2 * radius + 1``, everything outside the array counted as
+    background: separable min/max filters, so the cost does not depend on the radius. Returns a bool array."""
+    size = 2 * radius + 1
+    return ndimage.maximum_filter(
+        ndimage.minimum_filter(mask.view(np.uint8), size, mode="constant"), size, mode="constant"
+    ).astype(bool)
+
+
 def _remove_spurs(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary opening (square of side ``2 * radius + 1``) on the mask's box, keeping its largest piece: strips thin
     spurs
@@ -360,11 +372,7 @@ def _remove_spurs(mask: np.ndarray, radius: int) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     r0, r1 = max(rows[0] - radius, 0), rows[-1] + radius + 1
     c0, c1 = max(cols[0] - radius, 0), cols[-1] + radius + 1
-    size = 2 * radius + 1  # square opening: separable min/max filters, cost independent of the radius
-    crop = ndimage.maximum_filter(
-        ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"), size, mode="constant"
-    ).astype(bool)
-    lab, n = ndimage.label(crop, structure=_CROSS)
+    lab, n = ndimage.label(_square_opening(mask[r0:r1, c0:c1], radius), structure=_CROSS)
     out = np.zeros_like(mask)
     if n:
         out[r0:r1, c0:c1] = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
@@ -574,11 +582,8 @@ def _has_strip(sub: np.ndarray, box: tuple[slice, slice], shape: tuple[int, int]
     near = p.strip_edge * h
     if max(sub.shape) < p.strip_length * h or min(sr.start, sc.start, h - sr.stop, w - sc.stop) >= near:
         return False
-    size = 2 * max(1, int(round(p.strip_radius * h))) + 1
-    opened = ndimage.maximum_filter(
-        ndimage.minimum_filter(sub.view(np.uint8), size, mode="constant"), size, mode="constant"
-    )
-    lab, _ = ndimage.label(sub & (opened == 0), structure=_SQUARE)
+    opened = _square_opening(sub, max(1, int(round(p.strip_radius * h))))
+    lab, _ = ndimage.label(sub & ~opened, structure=_SQUARE)
     for r, c in ndimage.find_objects(lab):
         long = max(r.stop - r.start, c.stop - c.start) >= p.strip_length * h
         r0, r1, c0, c1 = r.start + sr.start, r.stop + sr.start, c.start + sc.start, c.stop + sc.start
@@ -774,11 +779,7 @@ def _cut_necks(lung: _Lung, radius: int, side: int, p: PBTSegParams) -> _Lung:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     r0, r1 = max(rows[0] - radius, 0), rows[-1] + radius + 1
     c0, c1 = max(cols[0] - radius, 0), cols[-1] + radius + 1
-    size = 2 * radius + 1
-    crop = ndimage.maximum_filter(
-        ndimage.minimum_filter(mask[r0:r1, c0:c1].view(np.uint8), size, mode="constant"), size, mode="constant"
-    ).astype(bool)
-    lab, n = ndimage.label(crop, structure=_CROSS)
+    lab, n = ndimage.label(_square_opening(mask[r0:r1, c0:c1], radius), structure=_CROSS)
     if n == 0:
         return lung
     areas = np.bincount(lab.ravel())[1:]
@@ -1080,7 +1081,7 @@ def _opaque_partner(labels: np.ndarray, image: np.ndarray) -> bool:
     mask = labels == k
     (rs, cs) = _box(mask)
     h, w = labels.shape
-    margin = 0.03 * h
+    margin = _PAIR_MARGIN * h
     if rs.start < margin or rs.stop > h - margin or cs.stop - cs.start < w / 8:
         return False
     mc = slice(w - cs.stop, w - cs.start)
@@ -1197,7 +1198,7 @@ def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
     if overlap < 0.3 * min(h1, h2) or min(h1, h2) < 0.35 * max(h1, h2) or c1.stop > c2.start + 2:
         return False
     # lungs end inside the film: shoulders above, diaphragm below (soft tissue beside a long bone runs off it)
-    margin = 0.03 * labels.shape[0]
+    margin = _PAIR_MARGIN * labels.shape[0]
     if min(r1.start, r2.start) < margin or max(r1.stop, r2.stop) > labels.shape[0] - margin:
         return False
     rows = slice(max(r1.start, r2.start), min(r1.stop, r2.stop))
