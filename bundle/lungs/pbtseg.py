@@ -20,7 +20,8 @@ keeps the idea and removes its weaknesses:
   (lateral) hull, completion down to a dome that an opacity hides from the thresholds (or to the left lung's
   floor where the right dome itself is hidden), contralateral mirror completion, and a pair test that keeps non-chest
   images lung-free; two more shape tests reject candidates that reach the film's top or bottom edge or hold a long
-  thin strip along a film edge (a leak into the air gap beside the arm).
+  thin strip along a film edge (a leak into the air gap beside the arm); last, deep bites that opacities (and the
+  hilar vessels) take out of the medial border of each lung's upper two thirds are filled out to its hull.
 - A failed segmentation is not silent: the label map is empty and ``info["found"]`` is False with a reason;
   the dictionary transform logs a warning and records it in the metadata.
 
@@ -224,6 +225,20 @@ class PBTSegParams:
             of the height past the lung; a lung's own thin parts, its apex, costophrenic angle and the lower tongue
             beside the heart, are shorter).
         strip_edge: a strip of ``strip_radius`` comes closer than this fraction of the height to an image edge.
+        medial_fill: medial bite filling, the depth of the shallowest bite filled as a fraction of the width (0
+            disables it). Above the heart and the domes, the medial border of each lung runs along the mediastinum
+            (the superior vena cava and the paratracheal stripe on the right, the aortic arch and the descending
+            aorta on the left) and is close to straight. An opacity that touches the mediastinum merges with it
+            (the silhouette sign): every threshold's lung then stops at the opacity's lateral edge, and the medial
+            border gets a deep bite. The lateral hull (``lateral_hull``) leaves the medial border alone, as the
+            heart's lower rows make it legitimately concave. Over the upper ``medial_rows`` of the lung's rows,
+            each run of rows where the border lies inside the medial side of the convex hull (of those rows) is
+            filled out to the hull when its deepest row lies at least this deep inside; shallower concavities stay.
+            The same bites appear where the hilar vessels, brighter than the aerated lung, meet the mediastinum,
+            so healthy lungs gain too. Runs last, on the final map, after the pair test
+            (``require_pair``), whose test of the mediastinum's width sees the borders as thresholded.
+        medial_rows: the share of a lung's rows, from its top down, in which ``medial_fill`` fills bites; below,
+            the heart (on the left) and the cardiophrenic angle (both sides) make the medial border concave.
     """
 
     search_size: int = 128
@@ -262,12 +277,14 @@ class PBTSegParams:
     strip_radius: float = 0.04
     strip_length: float = 0.2
     strip_edge: float = 0.05
+    medial_fill: float = 0.03
+    medial_rows: float = 2.0 / 3.0
 
 
 #: :func:`pbtseg` overrides that switch off every step added to the published progressive thresholding (zone
 #: correction, edge level, neck cut, pieces, diaphragm, lateral hull, mirror completion, pair test, dome, partner
-#: floor, film margin, edge strip): the core that the tests and ``benchmarks/bench_pbtseg.py`` compare the full method
-#: against. A new step gets its off value here.
+#: floor, film margin, edge strip, medial fill): the core that the tests and ``benchmarks/bench_pbtseg.py`` compare
+#: the full method against. A new step gets its off value here.
 CORE_ONLY: dict[str, Any] = {
     "zone_correction": False,
     "edge_level": False,
@@ -281,6 +298,7 @@ CORE_ONLY: dict[str, Any] = {
     "partner_floor": 0.0,
     "film_margin": 0.0,
     "strip_radius": 0.0,
+    "medial_fill": 0.0,
 }
 
 
@@ -1181,6 +1199,36 @@ def _mirror_complete(labels: np.ndarray, ratio: float, axis2: int | None = None)
         labels[mirrored & side[None, :] & (labels == 0)] = k
 
 
+def _medial_fill(view: np.ndarray, depth: float, share: float) -> None:
+    """Step 13 (``PBTSegParams.medial_fill``), in place on the label map: deep bites in the medial border of each
+    lung's upper rows are filled out to the convex hull of those rows.
+
+    Args:
+        view: (H, W) label map.
+        depth: shallowest bite filled, as a fraction of the width (a run of rows is filled when its deepest row
+            lies at least this far inside the hull).
+        share: share of each lung's rows, from its top down, in which bites are filled.
+    """
+    w = view.shape[1]
+    for side in (1, 2):
+        m = view == side
+        rows = np.flatnonzero(m.any(axis=1))
+        if rows.size < 3:
+            continue
+        cut = rows[0] + int(share * (rows[-1] - rows[0]))
+        # the medial side of lung 1 is the image's right: the lateral hull of the other side's lung
+        add = _lateral_hull(m[:cut], 2 if side == 1 else 1) & ~m[:cut]
+        gap = add.sum(axis=1)
+        runs, n = ndimage.label(gap > 0)
+        if n == 0:
+            continue
+        deep = np.zeros(n + 1, bool)
+        deep[1:] = ndimage.maximum(gap, runs, index=np.arange(1, n + 1)) >= depth * w
+        add &= deep[runs][:, None]
+        upper = view[:cut]
+        upper[add & (upper == 0)] = side
+
+
 def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
     """The pair test (``PBTSegParams.require_pair``): two lungs side by side, overlapping in height, of comparable
     height, with a brighter band (the mediastinum) between them at the rows they share, as wide as a mediastinum."""
@@ -1599,6 +1647,8 @@ def pbtseg(image: Any, params: PBTSegParams | None = None, **kwargs: Any) -> tup
         view[:] = 0
         info["lungs"], info["quantiles"] = [], {}
         info["reason"] = "no pair of lungs about a brighter mediastinum (not a frontal chest X-ray?)"
+    if p.medial_fill > 0 and info["lungs"]:
+        _medial_fill(view, p.medial_fill, p.medial_rows)  # step 13
     info["left_found"], info["right_found"] = 1 in info["lungs"], 2 in info["lungs"]
     info["found"] = bool(info["lungs"])
     if not info["found"] and not info["reason"]:
