@@ -1212,12 +1212,14 @@ def _medial_fill(view: np.ndarray, depth: float, share: float) -> None:
     w = view.shape[1]
     for side in (1, 2):
         m = view == side
-        rows = np.flatnonzero(m.any(axis=1))
-        if rows.size < 3:
+        if np.count_nonzero(m) < 3:
             continue
-        cut = rows[0] + int(share * (rows[-1] - rows[0]))
+        br, bc = _box(m)
+        # the lung's upper rows, on its columns (the hull of those rows lies within them)
+        box = (slice(br.start, br.start + int(share * (br.stop - 1 - br.start))), bc)
+        upper = m[box]
         # the medial side of lung 1 is the image's right: the lateral hull of the other side's lung
-        add = _lateral_hull(m[:cut], 2 if side == 1 else 1) & ~m[:cut]
+        add = _lateral_hull(upper, 2 if side == 1 else 1) & ~upper
         gap = add.sum(axis=1)
         runs, n = ndimage.label(gap > 0)
         if n == 0:
@@ -1225,8 +1227,8 @@ def _medial_fill(view: np.ndarray, depth: float, share: float) -> None:
         deep = np.zeros(n + 1, bool)
         deep[1:] = ndimage.maximum(gap, runs, index=np.arange(1, n + 1)) >= depth * w
         add &= deep[runs][:, None]
-        upper = view[:cut]
-        upper[add & (upper == 0)] = side
+        region = view[box]
+        region[add & (region == 0)] = side
 
 
 def _is_chest(labels: np.ndarray, image: np.ndarray) -> bool:
