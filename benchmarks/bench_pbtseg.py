@@ -65,6 +65,7 @@ STEPS = (
     "_partner_floor",
     "_mirror_step",
     "_is_chest",
+    "_medial_fill",
 )
 
 

@@ -215,7 +215,7 @@ class PBTSegParams:
             thin part) the thin aerated rims that an opacity leaves inside the lung field failed too, and diseased
             lungs below Dice 0.85 on seeds 0-39 went from 9 to 20; their thin parts lie at least 7 % of the size
             from every image edge, the leaks within 1.5-3 %. Measured, before = ``strip_radius`` 0, all three sizes
-            (README: lungs section): seeds 80-159 (looked at while the step was chosen), healthy lungs below 0.85
+            (docs/lungs.md): seeds 80-159 (looked at while the step was chosen), healthy lungs below 0.85
             4 -> 0 of 480 (worst 0.791 -> 0.853), diseased 62 -> 58, 16 of 480 maps changed; seeds 200-279 (looked
             at): healthy 8 -> 0 (worst 0.748 -> 0.874), diseased 65 -> 55, 16 maps changed; fresh seeds 300-379 (not
             looked at; no leak there): healthy 0 -> 0, diseased 27 -> 27, 7 maps changed, each lung within 0.001;

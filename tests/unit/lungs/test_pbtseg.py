@@ -105,9 +105,9 @@ def test_accuracy_over_robustness_set(tmp_path, capsys):
 #: The edge-strip test (``strip_radius``) re-hashed the 2 maps of seed 15 at 256 px (healthy and diseased, float): this
 #: film has dark air gaps along both side edges, some of the search's candidates hold one and now fail, so a slightly
 #: different level is kept (per-lung Dice healthy 0.935 / 0.958 -> 0.932 / 0.958, diseased 0.936 / 0.952 -> 0.936 /
-#: 0.936); the full grid and the held-out seeds showed a gain (README, lungs section). The medial bite filling
+#: 0.936); the full grid and the held-out seeds showed a gain (docs/lungs.md). The medial bite filling
 #: (``medial_fill``) re-hashed the 31 of these 47 maps that it changes (healthy and diseased: the hilar vessels leave
-#: bites in healthy lungs too), after the full grid and held-out seeds 80-159 showed a gain (README, lungs section).
+#: bites in healthy lungs too), after the full grid and held-out seeds 80-159 showed a gain (docs/lungs.md).
 #: Regenerate deliberately (and say so in the commit) when PBTSeg's maps or the phantoms change on purpose.
 #: Keys: (size, seed, diseased, storage).
 REFERENCE_MAP_HASHES = {
