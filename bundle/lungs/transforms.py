@@ -81,9 +81,11 @@ class PBTSegd(MapTransform):
         keys: the image key (one key; the lung map is computed from it).
         lung_key: key the (1, H, W) uint8 label map is written to.
         cache_dir: optional lung cache (e.g. ``<dataset_dir>/lungs``, as written by ``monai.bundle run lungs``).
-            When ``<cache_dir>/<path relative to dataset_dir>.png`` exists and has the image's size it is used,
-            otherwise the map is computed. Both give the same map because the cache is computed by the same code
-            on the image as loaded (apply this transform before any resizing).
+            When ``<cache_dir>/<path relative to dataset_dir>.png`` exists and has the image's size, and the
+            cache's ``pbtseg_stamp.json`` is of this PBTSeg with these ``params``, it is used, otherwise the map is
+            computed (a cache of another PBTSeg version is reported once and not used). Both give the same map
+            because the cache is computed by the same code on the image as loaded (apply this transform before any
+            resizing).
         dataset_dir: root the cache mirrors; required with ``cache_dir``.
         params: :class:`PBTSegParams` for computing; keyword arguments override single fields.
         allow_missing_keys: don't raise when the image key is missing.
@@ -118,7 +120,7 @@ class PBTSegd(MapTransform):
     def _from_cache(self, path: str | None, shape: Sequence[int]) -> np.ndarray | None:
         if not self.cache_dir or not path:
             return None
-        return cached_lung_map(path, shape, self.dataset_dir, self.cache_dir)
+        return cached_lung_map(path, shape, self.dataset_dir, self.cache_dir, self.segment.params)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -19,7 +19,7 @@ import numpy as np
 from bundle.data.datalist import split_images
 from bundle.data.layout import LUNGS, TEST_SPLITS, TRAIN_SPLITS
 from bundle.io import atomic_write, read_image, read_labels, write_png
-from bundle.lungs.cache import lung_cache_path
+from bundle.lungs.cache import STAMP_NAME, lung_cache_path, stamp_matches, write_stamp
 from bundle.lungs.pbtseg import PBTSegParams, pbtseg
 from bundle.options import as_bool
 from bundle.preprocess.montage import records_montage
@@ -72,7 +72,10 @@ class LungMapJob:
         output_dir: where the maps go; empty/None = ``<dataset_dir>/lungs``.
         include_test: also the ``val/`` and ``test/`` images (bool or "true"/"false").
         num_workers: worker processes per rank; None = CPU count / local ranks; 0 = in-process.
-        overwrite: recompute maps that already exist.
+        overwrite: recompute maps that already exist. Without it, a folder that holds maps but no stamp of this
+            PBTSeg with these ``params`` (``pbtseg_stamp.json``: the maps were written by another version, with
+            other parameters, or before caches were stamped) is refused with an error, rather than resumed into a
+            mix of old and new maps.
         montage_size: number of images in the QA montage (0 = none).
         progress: show a progress bar.
         params: :class:`PBTSegParams` or a dict of its fields.
@@ -101,7 +104,17 @@ class LungMapJob:
         self.params = params if isinstance(params, PBTSegParams) else PBTSegParams(**dict(params or {}))
 
     def run(self) -> dict:
-        """Run the job on this rank; returns the summary (see :func:`bundle.preprocess.runner.run_offline_job`)."""
+        """Run the job on this rank; returns the summary (see :func:`bundle.preprocess.runner.run_offline_job`).
+
+        Raises ``ValueError`` when ``output_dir`` holds maps of another PBTSeg and ``overwrite`` is off."""
+        if not self.overwrite and not stamp_matches(self.output_dir, self.params) and self._holds_maps():
+            raise ValueError(
+                f"lungs: {self.output_dir} holds lung maps without a {STAMP_NAME} of this PBTSeg (written by another "
+                "version, with other parameters, or before caches were stamped); resuming would mix old and new maps. "
+                "Rerun with --overwrite true to rebuild them, or choose another --output_dir."
+            )
+        # stamped before the first map, so that a resumed run finds it; every rank writes the same stamp
+        write_stamp(self.output_dir, self.params)
         items = lung_map_items(self.dataset_dir, self.output_dir, self.include_test)
         logger.info("lungs: %d images under %s -> %s", len(items), self.dataset_dir, self.output_dir)
         return run_offline_job(
@@ -114,6 +127,10 @@ class LungMapJob:
             progress=self.progress,
             after=self._finish,
         )
+
+    def _holds_maps(self) -> bool:
+        """Whether ``output_dir`` holds any lung map (a PNG other than the QA montage)."""
+        return self.output_dir.is_dir() and any(p.name != "lungs_qa.png" for p in self.output_dir.rglob("*.png"))
 
     def _finish(self, records: list[dict]) -> None:
         """Rank 0, after the merge: ``lungs_no_lung.txt`` (one image per line) and the QA montage."""

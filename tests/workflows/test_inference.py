@@ -266,7 +266,7 @@ def test_inference_lungs_from_cache_or_online_agree(tmp_path):
     """The lung-cache switch: online by default; with `lung_cache_dir` the cached map is used, and the map the
     `lungs` job would cache equals the online one. Building the preprocessing touches no demo data."""
     from bundle.io import write_png
-    from bundle.lungs.cache import lung_cache_path
+    from bundle.lungs.cache import lung_cache_path, write_stamp
     from bundle.lungs.pbtseg import pbtseg
 
     root = tmp_path / "site"
@@ -280,6 +280,7 @@ def test_inference_lungs_from_cache_or_online_agree(tmp_path):
 
     cached = lung_cache_path(image_path, root, root / "lungs")
     write_png(cached, pbtseg(read_image(image_path)[0])[0])
+    write_stamp(root / "lungs")  # as the `lungs` job does: these maps are this PBTSeg's
     np.testing.assert_array_equal(_inference_lungs(image_path, lung_cache_dir=str(root / "lungs")), online)
 
     swapped = np.where(online > 0, 3 - online, 0).astype(np.uint8)  # a map PBTSeg never makes: proves the read

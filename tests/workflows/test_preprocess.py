@@ -176,7 +176,7 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
 
     from bundle.data.phantoms import make_phantom
     from bundle.io import read_image, read_labels, write_png
-    from bundle.lungs.cache import lung_cache_path
+    from bundle.lungs.cache import lung_cache_path, write_stamp
     from bundle.preprocess.anomalies import (
         SyntheticAnomalyJob,
         offline_variant_datalist,
@@ -198,6 +198,7 @@ def test_offline_synthesize_job_resume_and_datalist(tmp_path):
         write_png(root / rel, ph.image, bits=16)
         if k != 3:  # the lung cache has every map but d's: d falls back to PBTSeg
             write_png(lung_cache_path(root / rel, root, root / "lungs"), ph.lung)
+    write_stamp(root / "lungs")  # as the `lungs` job does, so that the synthesis job trusts the cache
     cmd = [
         sys.executable,
         "-m",

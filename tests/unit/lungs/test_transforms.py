@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 
 from bundle.data.phantoms import make_phantom
 from bundle.io import read_image, write_png
-from bundle.lungs.cache import lung_cache_path
+from bundle.lungs.cache import lung_cache_path, write_stamp
 from bundle.lungs.pbtseg import PBTSegParams, pbtseg
 from bundle.lungs.transforms import PBTSeg, PBTSegd
 
@@ -55,8 +55,17 @@ def test_dict_transform_reads_the_cache_and_falls_back(tmp_path, caplog):
     cached = lung_cache_path(src, root, cache)
     assert cached == cache / "train" / "healthy" / "a.png"
     t = PBTSegd(cache_dir=cache, dataset_dir=root)
-    assert t({"image": img})["lung"].meta["lung_source"] == "computed"  # not cached yet
+    with caplog.at_level(logging.WARNING, logger="bundle.lungs.cache"):
+        assert t({"image": img})["lung"].meta["lung_source"] == "computed"  # not cached yet
+    assert not caplog.records  # no cache folder yet: online maps, nothing stale to report
     write_png(cached, np.asarray(online[0]))
+    # no stamp of this PBTSeg: a cache written by another version (or before stamps) is reported and not used
+    with caplog.at_level(logging.WARNING, logger="bundle.lungs.cache"):
+        assert t({"image": img})["lung"].meta["lung_source"] == "computed"
+    assert any("pbtseg_stamp.json" in r.getMessage() and str(cache) in r.getMessage() for r in caplog.records)
+    write_stamp(cache, PBTSegParams(max_area=0.2))  # stamped with other parameters: still not used
+    assert t({"image": img})["lung"].meta["lung_source"] == "computed"
+    write_stamp(cache)
     from_cache = t({"image": img})["lung"]
     assert from_cache.meta["lung_source"] == "cache"
     assert torch.equal(from_cache.as_tensor(), online.as_tensor())
