@@ -15,10 +15,11 @@ layout) against ours, interleaved on the same images
 
 ``--params JSON`` runs our PBTSeg with changed ``PBTSegParams`` fields (e.g. ``'{"edge_step": 0.02}'``), so a
 parameter change is measured in the same run against the published code and, with ``--baseline``, the default version.
-``--steps`` prints the CPU time of each step function of ``pbtseg()`` (where the time goes).
+``--steps`` prints the CPU time of each step function of ``pbtseg()`` (where the time goes); ``--list-below 0.85``
+lists each of our lungs below that Dice (which films fail, at which size).
 
 Run: ``python benchmarks/bench_pbtseg.py [--reference DIR] [--seeds 40] [--sizes 256 512 1024] [--repeats 3]
-[--baseline FILE] [--params JSON] [--steps] [--first-seed 0]``
+[--baseline FILE] [--params JSON] [--steps] [--first-seed 0] [--list-below DICE]``
 """
 
 from __future__ import annotations
@@ -234,6 +235,13 @@ def main() -> None:
     parser.add_argument(
         "--steps", action="store_true", help="also print the CPU time of each step function of our PBTSeg at 256 px"
     )
+    parser.add_argument(
+        "--list-below",
+        type=float,
+        default=None,
+        metavar="DICE",
+        help="also list every lung of ours with whole-lung Dice below DICE (state, size, seed, label, Dice)",
+    )
     args = parser.parse_args()
     fields = set(PBTSegParams.__dataclass_fields__)
     if not isinstance(args.params, dict) or set(args.params) - fields:
@@ -250,6 +258,7 @@ def main() -> None:
     swaps = {"ours": 0, "published": 0}
     speed = {}
     cases: list = []
+    poor: list = []  # (Dice, state, size, seed, label) of our lungs below --list-below
     for size in args.sizes:
         timed_imgs = []
         for diseased in (False, True):
@@ -263,9 +272,11 @@ def main() -> None:
                 for name, lab in (("ours", ours_lab), ("published", pub_lab)):
                     dices[(name, state)] += zone_dice(lab, ph.lung)
                     swaps[name] += dice(lab == 1, ph.lung == 2) > 0.3 or dice(lab == 2, ph.lung == 1) > 0.3
+                ours_whole = [d[0] for d in dices[("ours", state)][-2:]]  # lungs 1 and 2 of this image
+                if args.list_below is not None:
+                    poor += [(d, state, size, seed, k) for k, d in enumerate(ours_whole, 1) if d < args.list_below]
                 if args.picture and size == min(args.sizes):
-                    score = min(d[0] for d in zone_dice(ours_lab, ph.lung))
-                    cases.append((score, f"{state} seed {seed}", ph.image, ph.lung, ours_lab, pub_lab))
+                    cases.append((min(ours_whole), f"{state} seed {seed}", ph.image, ph.lung, ours_lab, pub_lab))
         speed[size] = (
             timed(lambda x: pbtseg(x, **args.params), timed_imgs, args.repeats),
             timed(lambda x: published_map(seg, x), timed_imgs, args.repeats),
@@ -273,6 +284,14 @@ def main() -> None:
         )
         print(f"{size} px done", file=sys.stderr)
 
+    print_tables(args, speed, dices, swaps, poor)
+    if args.picture:
+        save_picture(args.picture, sorted(cases, key=lambda c: c[0])[:8])
+        print(f"picture of the 8 hardest cases: {args.picture}")
+
+
+def print_tables(args: argparse.Namespace, speed: dict, dices: dict, swaps: dict, poor: list) -> None:
+    """The speed table, both Dice tables and (``--list-below``) our lungs below the given Dice."""
     print(
         f"PBTSeg vs published PBTSeg ({args.reference}); one CPU core; {args.seeds} seeds from {args.first_seed} x "
         f"sizes {args.sizes}; "
@@ -298,9 +317,10 @@ def main() -> None:
             f"of {len(dices[(name, 'healthy')])} each"
         )
     print("\ntargets (ours): per-lung Dice median >= 0.93 and worst >= 0.85; <= 6 ms per 256 px image")
-    if args.picture:
-        save_picture(args.picture, sorted(cases, key=lambda c: c[0])[:8])
-        print(f"picture of the 8 hardest cases: {args.picture}")
+    if args.list_below is not None:
+        print(f"\nour lungs with whole-lung Dice below {args.list_below:g} ({len(poor)}):")
+        for d, state, size, seed, k in sorted(poor):
+            print(f"  {state:<8} {size:>5} px  seed {seed:>4}  lung {k}  Dice {d:.3f}")
 
 
 def save_picture(path: Path, cases: list) -> None:

@@ -317,7 +317,7 @@ def test_preprocess_boolean_options(tmp_path, demo_copy):
 
     out = tmp_path / "lungs"
 
-    def run(**values) -> tuple[str, dict, dict]:
+    def run(expect: int = 0, **values) -> tuple[str, dict, dict]:
         log = _run(
             [
                 "lungs",
@@ -334,6 +334,7 @@ def test_preprocess_boolean_options(tmp_path, demo_copy):
             ]
             + _flags("preprocess.json", "false", **values),
             tmp_path,
+            expect=expect,
         )
         report = json.loads((out / "lungs_report.json").read_text())["summary"]
         maps = {p.relative_to(out).as_posix(): read_labels(p) for p in out.rglob("*.png") if p.name != "lungs_qa.png"}
@@ -343,11 +344,16 @@ def test_preprocess_boolean_options(tmp_path, demo_copy):
     assert any(k.startswith("test/") for k in maps1) and any(k.startswith("train/") for k in maps1)
     assert re.search(r"lungs: +\d+%\|", log1)  # progress true: tqdm bar
 
-    log2, report2, maps2 = run(**{"pbtseg#border_brightening": "true", "pbtseg#fill_holes": "true"})
+    log2, report2, maps2 = run()
     assert not re.search(r"lungs: +\d+%\|", log2)  # progress false: no bar
     assert report2["total"] == sum(k.startswith("train/") for k in maps1)  # include_test false: train only
     assert report2["done"] == 0 and report2["skipped"] == report2["total"]  # overwrite false: maps kept
     assert all(np.array_equal(maps2[k], maps1[k]) for k in maps1)
+
+    # other PBTSeg parameters without overwrite: refused (the cache's stamp is of the first run's), nothing touched
+    log, _, maps = run(expect=1, **{"pbtseg#border_brightening": "true", "pbtseg#fill_holes": "true"})
+    assert "pbtseg_stamp.json" in log and "--overwrite true" in log
+    assert all(np.array_equal(maps[k], maps1[k]) for k in maps1)
 
     _, report3, maps3 = run(include_test="1", overwrite="YES", **{"pbtseg#border_brightening": "true"})
     assert report3["done"] == report3["total"] == len(maps1)  # overwrite true: every map recomputed
