@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_pbtseg import load_baseline  # noqa: E402
 
-from bundle.data.demo import _phantom, _plan, write_demo_dataset  # noqa: E402
+from bundle.data.demo import _phantom, _plan, _read_manifest, write_demo_dataset  # noqa: E402
 from bundle.io import read_image  # noqa: E402
 from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
 
@@ -58,8 +58,9 @@ def main() -> None:
         raise SystemExit("nothing to compare: give --baseline FILE and/or --before-params JSON")
     before = load_baseline(args.baseline) if args.baseline else pbtseg
     root = write_demo_dataset(args.data)
+    made = _read_manifest(root)  # the parameters the dataset was written with: its plan and its phantoms
     changed, totals, dice_before, dice_after = Counter(), Counter(), [], []
-    for rel, seed, diseased in _plan(200, 25, 25, 0):  # write_demo_dataset's defaults
+    for rel, seed, diseased in _plan(made["n_train"], made["n_test_healthy"], made["n_test_diseased"], made["seed"]):
         split = rel.split("/")[0] + "/" + rel.split("/")[1]
         image = read_image(root / rel)[0]
         old, new = before(image, **args.before_params)[0], pbtseg(image)[0]
@@ -68,7 +69,7 @@ def main() -> None:
             continue
         changed[split] += 1
         if split.startswith("train"):
-            truth = _phantom(256, seed, diseased).lung
+            truth = _phantom(made["size"], seed, diseased).lung
             dice_before += lung_dice(old, truth)
             dice_after += lung_dice(new, truth)
     print(f"Demo lung maps ({root}): ours against {args.baseline or 'ours'} {args.before_params or ''}")
