@@ -48,6 +48,7 @@ from bundle.data.phantoms import STORAGE_VARIANTS as VARIANTS  # noqa: E402
 from bundle.data.phantoms import as_stored as variant  # noqa: E402
 from bundle.data.phantoms import make_phantom  # noqa: E402
 from bundle.lungs.pbtseg import CORE_ONLY, PBTSegParams, pbtseg  # noqa: E402
+from bundle.lungs.scoring import dice_table, labels_swapped, zone_dice  # noqa: E402
 
 #: the step functions of ``bundle/lungs/pbtseg.py`` in the order ``pbtseg()`` calls them (``--steps`` times each)
 STEPS = (
@@ -130,21 +131,6 @@ def published_map(seg, image: np.ndarray) -> np.ndarray:
     lab[right.astype(bool)] = 1
     lab[left.astype(bool)] = 2
     return np.asarray(Image.fromarray(lab).resize(image.shape[::-1], Image.NEAREST))
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / s) if s else 1.0
-
-
-def zone_dice(labels: np.ndarray, truth: np.ndarray) -> list[list[float]]:
-    out = []
-    for k in (1, 2):
-        t, p = truth == k, labels == k
-        rows = np.flatnonzero(t.any(axis=1))
-        cut = np.linspace(rows[0], rows[-1] + 1, 4).round().astype(int)
-        out.append([dice(p, t)] + [dice(p[cut[i] : cut[i + 1]], t[cut[i] : cut[i + 1]]) for i in range(3)])
-    return out
 
 
 def timed(fn, images, repeats: int) -> float:
@@ -270,8 +256,8 @@ def main() -> None:
                     timed_imgs.append(img)
                 ours_lab, pub_lab = pbtseg(img, **args.params)[0], published_map(seg, img)
                 for name, lab in (("ours", ours_lab), ("published", pub_lab)):
-                    dices[(name, state)] += zone_dice(lab, ph.lung)
-                    swaps[name] += dice(lab == 1, ph.lung == 2) > 0.3 or dice(lab == 2, ph.lung == 1) > 0.3
+                    dices[(name, state)] += list(zone_dice(lab, ph.lung))
+                    swaps[name] += labels_swapped(lab, ph.lung)
                 ours_whole = [d[0] for d in dices[("ours", state)][-2:]]  # lungs 1 and 2 of this image
                 if args.list_below is not None:
                     poor += [(d, state, size, seed, k) for k, d in enumerate(ours_whole, 1) if d < args.list_below]
@@ -305,17 +291,7 @@ def print_tables(args: argparse.Namespace, speed: dict, dices: dict, swaps: dict
         print(f"{size:>6} {o:>8.2f} {b:>10.2f} {b / o:>6.1f}x {c:>16.2f}")
     for name in ("ours", "published"):
         print(f"\nDice per lung, {name} (labels swapped in {swaps[name]} images)")
-        print(f"{'':<10} {'stat':<7} {'whole':>7} {'upper':>7} {'middle':>7} {'lower':>7}")
-        for state in ("healthy", "diseased"):
-            d = np.array(dices[(name, state)])
-            for stat, fn in (("median", np.median), ("mean", np.mean), ("worst", np.min)):
-                v = fn(d, axis=0)
-                print(f"{state:<10} {stat:<7} " + " ".join(f"{x:>7.3f}" for x in v))
-        below = {state: int((np.array(dices[(name, state)])[:, 0] < 0.85).sum()) for state in ("healthy", "diseased")}
-        print(
-            f"lungs with whole-lung Dice below 0.85: healthy {below['healthy']}, diseased {below['diseased']} "
-            f"of {len(dices[(name, 'healthy')])} each"
-        )
+        print("\n".join(dice_table({state: np.array(dices[(name, state)]) for state in ("healthy", "diseased")})))
     print("\ntargets (ours): per-lung Dice median >= 0.93 and worst >= 0.85; <= 6 ms per 256 px image")
     if args.list_below is not None:
         print(f"\nour lungs with whole-lung Dice below {args.list_below:g} ({len(poor)}):")
@@ -323,15 +299,42 @@ def print_tables(args: argparse.Namespace, speed: dict, dices: dict, swaps: dict
             print(f"  {state:<8} {size:>5} px  seed {seed:>4}  lung {k}  Dice {d:.3f}")
 
 
-def save_picture(path: Path, cases: list) -> None:
-    """Two rows of four: each case with true (green), our (red) and published (blue) outlines."""
+def _tile(image: np.ndarray, maps: list, side: int | None) -> tuple[np.ndarray, list]:
+    """An image and its label maps shrunk so that the longer side is at most ``side`` px (maps nearest), then
+    padded to ``side`` x ``side`` (images of several sizes in one picture); unchanged when ``side`` is None."""
+    if side is None:
+        return image, maps
+    h, w = image.shape
+    s = min(1.0, side / max(h, w))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    a = image.astype(np.float32)
+    if s < 1:
+        a = np.asarray(Image.fromarray(a).resize(size, Image.BILINEAR))
+        maps = [
+            m if m is None else np.asarray(Image.fromarray(m.astype(np.uint8)).resize(size, Image.NEAREST))
+            for m in maps
+        ]
+    pad = ((0, side - a.shape[0]), (0, side - a.shape[1]))
+    return np.pad(a, pad), [None if m is None else np.pad(m, pad) for m in maps]
+
+
+def save_picture(path: Path, cases: list, side: int | None = None) -> None:
+    """Two rows of four: each case with true (green), our (red) and published (blue) outlines.
+
+    Args:
+        path: the PNG to write.
+        cases: (score, name, image, truth, ours, published or None) per case; all of one size unless ``side``.
+        side: shrink each case to fit ``side`` x ``side`` px (cases of different sizes).
+    """
     from scipy import ndimage
 
     tiles = []
     for score, name, image, truth, ours, pub in cases:
-        a = image.astype(np.float32)
+        a, (truth, ours, pub) = _tile(image, [truth, ours, pub], side)
         rgb = np.repeat(((a - a.min()) / max(float(np.ptp(a)), 1e-9))[..., None], 3, axis=-1)
         for lab, colour in ((pub, (0.2, 0.4, 1.0)), (truth, (0.1, 0.9, 0.1)), (ours, (1.0, 0.15, 0.15))):
+            if lab is None:
+                continue
             m = lab > 0
             rgb[m & ~ndimage.binary_erosion(m)] = colour
         tiles.append(rgb)

@@ -33,16 +33,7 @@ from bench_pbtseg import load_baseline  # noqa: E402
 from bundle.data.demo import _phantom, _plan, _read_manifest, write_demo_dataset  # noqa: E402
 from bundle.io import read_image  # noqa: E402
 from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
-
-
-def lung_dice(labels: np.ndarray, truth: np.ndarray) -> list[float]:
-    """Dice of lung 1 and lung 2 against the true lung map."""
-    out = []
-    for k in (1, 2):
-        a, b = labels == k, truth == k
-        s = int(a.sum() + b.sum())
-        out.append(2.0 * float((a & b).sum()) / s if s else 1.0)
-    return out
+from bundle.lungs.scoring import zone_dice  # noqa: E402
 
 
 def main() -> None:
@@ -70,8 +61,8 @@ def main() -> None:
         changed[split] += 1
         if split.startswith("train"):
             truth = _phantom(made["size"], seed, diseased).lung
-            dice_before += lung_dice(old, truth)
-            dice_after += lung_dice(new, truth)
+            dice_before += list(zone_dice(old, truth)[:, 0])  # the whole-lung Dice of lungs 1 and 2
+            dice_after += list(zone_dice(new, truth)[:, 0])
     print(f"Demo lung maps ({root}): ours against {args.baseline or 'ours'} {args.before_params or ''}")
     for split in totals:
         print(f"  {split:<16} {changed[split]:>4} of {totals[split]} maps change")

@@ -10,14 +10,11 @@ import torch
 from scipy import ndimage
 
 from bundle.data.phantoms import STORAGE_VARIANTS, as_stored, make_phantom
+from bundle.evaluation.metrics import dice
 from bundle.io import read_image, write_nifti, write_png
 from bundle.lungs.pbtseg import CORE_ONLY, PBTSegParams, _box, _has_strip, _medial_fill, pbtseg
+from bundle.lungs.scoring import labels_swapped, zone_dice
 from tests.dicom_files import write_dicom_monochrome1
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / s) if s else 1.0
 
 
 def _pad(img, lung, top, bottom, left, right, value=0.0):
@@ -216,17 +213,6 @@ def test_invalid_inputs_raise_clear_errors():
 # ---- issue 10: the whole lung on hard phantoms (targets: per-lung Dice median >= 0.93, worst >= 0.85) ----------
 
 
-def zone_dice(labels: np.ndarray, truth: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """Per lung: (whole, upper, middle, lower third) Dice; the thirds split the true lung's rows."""
-    out = []
-    for k in (1, 2):
-        t, p = truth == k, labels == k
-        rows = np.flatnonzero(t.any(axis=1))
-        cut = np.linspace(rows[0], rows[-1] + 1, 4).round().astype(int)
-        out.append((dice(p, t), *(dice(p[cut[i] : cut[i + 1]], t[cut[i] : cut[i + 1]]) for i in range(3))))
-    return out
-
-
 def _grid(seeds, sizes, diseased: bool, **params):
     """(per-lung zone Dice rows, swapped count) over seeds x sizes, the storage variant cycling with the seed."""
     rows, swapped = [], 0
@@ -234,8 +220,8 @@ def _grid(seeds, sizes, diseased: bool, **params):
         for i, seed in enumerate(seeds):
             ph = make_phantom(size, seed=seed, diseased=diseased)
             labels, _ = pbtseg(as_stored(ph.image, STORAGE_VARIANTS[i % len(STORAGE_VARIANTS)]), **params)
-            rows += zone_dice(labels, ph.lung)
-            swapped += dice(labels == 1, ph.lung == 2) > 0.3 or dice(labels == 2, ph.lung == 1) > 0.3
+            rows += list(zone_dice(labels, ph.lung))
+            swapped += labels_swapped(labels, ph.lung)
     return np.array(rows), swapped
 
 
