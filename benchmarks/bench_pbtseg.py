@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 from bundle.data.phantoms import STORAGE_VARIANTS as VARIANTS  # noqa: E402
 from bundle.data.phantoms import as_stored as variant  # noqa: E402
 from bundle.data.phantoms import make_phantom  # noqa: E402
+from bundle.evaluation.lung_dice import dice_table, labels_swapped, zone_dice  # noqa: E402
 from bundle.lungs.pbtseg import CORE_ONLY, PBTSegParams, pbtseg  # noqa: E402
-from bundle.lungs.scoring import dice_table, labels_swapped, zone_dice  # noqa: E402
 
 #: the step functions of ``bundle/lungs/pbtseg.py`` in the order ``pbtseg()`` calls them (``--steps`` times each)
 STEPS = (

@@ -54,9 +54,9 @@ from bench_pbtseg import load_published, published_map, save_picture  # noqa: E4
 
 from bundle.data.datalist import scan_images  # noqa: E402
 from bundle.data.layout import image_stem  # noqa: E402
+from bundle.evaluation.lung_dice import ZONES, dice_table, labels_swapped, truth_from_mask, truth_from_pair, zone_dice  # noqa: E402
 from bundle.io import CXRReadError, read_image, read_labels, write_text_atomic  # noqa: E402
 from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
-from bundle.lungs.scoring import ZONES, dice_table, labels_swapped, truth_from_mask, truth_from_pair, zone_dice  # noqa: E402
 
 #: largest relative difference of the image's and the mask's aspect ratios for which a mask is resized to its image
 ASPECT_TOLERANCE = 0.01

@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_pbtseg import load_baseline  # noqa: E402
 
 from bundle.data.demo import _phantom, _plan, _read_manifest, write_demo_dataset  # noqa: E402
+from bundle.evaluation.lung_dice import zone_dice  # noqa: E402
 from bundle.io import read_image  # noqa: E402
 from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
-from bundle.lungs.scoring import zone_dice  # noqa: E402
 
 
 def main() -> None:

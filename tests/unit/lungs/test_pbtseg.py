@@ -10,10 +10,10 @@ import torch
 from scipy import ndimage
 
 from bundle.data.phantoms import STORAGE_VARIANTS, as_stored, make_phantom
+from bundle.evaluation.lung_dice import labels_swapped, zone_dice
 from bundle.evaluation.metrics import dice
 from bundle.io import read_image, write_nifti, write_png
 from bundle.lungs.pbtseg import CORE_ONLY, PBTSegParams, _box, _has_strip, _medial_fill, pbtseg
-from bundle.lungs.scoring import labels_swapped, zone_dice
 from tests.dicom_files import write_dicom_monochrome1
 
 

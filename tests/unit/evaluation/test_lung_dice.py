@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from bundle.data.phantoms import make_phantom
+from bundle.evaluation.lung_dice import dice_table, labels_swapped, truth_from_mask, truth_from_pair, zone_dice
 from bundle.io import read_image
 from bundle.lungs.pbtseg import pbtseg
-from bundle.lungs.scoring import dice_table, labels_swapped, truth_from_mask, truth_from_pair, zone_dice
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "benchmarks" / "bench_pbtseg_masks.py"

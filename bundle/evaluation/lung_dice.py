@@ -1,8 +1,9 @@
-"""Scoring lung label maps against true lung maps: per-lung Dice by zone, and true maps from hand-drawn masks.
+"""Lung label maps against true ones: per-lung Dice by zone, and true maps from hand-drawn lung masks.
 
 One place for what ``benchmarks/bench_pbtseg.py`` (phantoms), ``benchmarks/bench_pbtseg_masks.py`` (real radiographs
-with hand-drawn lung masks), ``benchmarks/demo_lung_maps.py`` and the PBTSeg tests measure, so that their figures
-are the same quantity.
+with readers' lung masks), ``benchmarks/demo_lung_maps.py`` and the PBTSeg tests measure, so that their figures are
+the same quantity (built on :func:`bundle.evaluation.metrics.dice`; it lives in ``evaluation`` because the early
+stages import no later one).
 
 Label contract (as :func:`bundle.lungs.pbtseg.pbtseg`): 1 is the lung on the image's left (the patient's right on
 a standard frontal film), 2 the lung on the image's right.
