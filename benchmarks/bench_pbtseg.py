@@ -299,7 +299,7 @@ def print_tables(args: argparse.Namespace, speed: dict, dices: dict, swaps: dict
             print(f"  {state:<8} {size:>5} px  seed {seed:>4}  lung {k}  Dice {d:.3f}")
 
 
-def _tile(image: np.ndarray, maps: list, side: int | None) -> tuple[np.ndarray, list]:
+def fit_tile(image: np.ndarray, maps: list, side: int | None) -> tuple[np.ndarray, list]:
     """An image and its label maps shrunk so that the longer side is at most ``side`` px (maps nearest), then
     padded to ``side`` x ``side`` (images of several sizes in one picture); unchanged when ``side`` is None."""
     if side is None:
@@ -330,7 +330,7 @@ def save_picture(path: Path, cases: list, side: int | None = None) -> None:
 
     tiles = []
     for score, name, image, truth, ours, pub in cases:
-        a, (truth, ours, pub) = _tile(image, [truth, ours, pub], side)
+        a, (truth, ours, pub) = fit_tile(image, [truth, ours, pub], side)
         rgb = np.repeat(((a - a.min()) / max(float(np.ptp(a)), 1e-9))[..., None], 3, axis=-1)
         for lab, colour in ((pub, (0.2, 0.4, 1.0)), (truth, (0.1, 0.9, 0.1)), (ours, (1.0, 0.15, 0.15))):
             if lab is None:

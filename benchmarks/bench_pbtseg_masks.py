@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_pbtseg import load_published, published_map, save_picture  # noqa: E402
+from bench_pbtseg import fit_tile, load_published, published_map, save_picture  # noqa: E402
 
 from bundle.data.datalist import scan_images  # noqa: E402
 from bundle.data.layout import image_stem  # noqa: E402
@@ -60,6 +60,10 @@ from bundle.lungs.pbtseg import PBTSegParams, pbtseg  # noqa: E402
 
 #: largest relative difference of the image's and the mask's aspect ratios for which a mask is resized to its image
 ASPECT_TOLERANCE = 0.01
+
+
+#: side of each film in ``--picture``, pixels
+PICTURE_SIDE = 384
 
 
 class PairError(ValueError):
@@ -108,6 +112,15 @@ def load_pair(image_path: str, masks: list[tuple[dict, Path]], suffixes: list[st
     if not truth.any():
         raise PairError(f"{paths[0]}: the mask holds no lung")
     return image, truth, paths, any(r for _, r in read)
+
+
+def run_published(seg, image: np.ndarray, path: str) -> np.ndarray:
+    """The published PBTSeg's map of one film; its failure on a film counts as an empty map (and is said)."""
+    try:
+        return published_map(seg, image)
+    except Exception as e:  # noqa: BLE001 - the published code may fail on any film; the rest is still scored
+        print(f"{path}: the published PBTSeg raised {type(e).__name__}: {e}", file=sys.stderr)
+        return np.zeros(image.shape, np.uint8)
 
 
 def main() -> None:
@@ -169,19 +182,17 @@ def main() -> None:
         maps = {}
         for name in names:
             c0 = time.thread_time()
-            try:
-                maps[name] = pbtseg(image, **args.params)[0] if name == "ours" else published_map(seg, image)
-            except Exception as e:  # noqa: BLE001 - the published code's failure on one film is its empty map
-                print(f"{path}: the published PBTSeg raised {type(e).__name__}: {e}", file=sys.stderr)
-                maps[name] = np.zeros(image.shape, np.uint8)
+            maps[name] = pbtseg(image, **args.params)[0] if name == "ours" else run_published(seg, image, path)
             cpu[name].append((time.thread_time() - c0) * 1000.0)
             d = zone_dice(maps[name], truth)
             rows[name].append(d)
             swaps[name] += labels_swapped(maps[name], truth)
             no_map[name] += not maps[name].any()
             records += [[path, name, k] + [f"{x:.4f}" for x in d[k - 1]] for k in (1, 2) if not np.isnan(d[k - 1, 0])]
-        ours = rows["ours"][-1][:, 0]
-        cases.append((float(np.nanmin(ours)), Path(path).name, image, truth, maps["ours"], maps.get("published")))
+        if args.picture:  # the hardest films so far, shrunk for the picture (full-size films would fill the memory)
+            small, shrunk = fit_tile(image, [truth, maps["ours"], maps.get("published")], PICTURE_SIDE)
+            cases.append((float(np.nanmin(rows["ours"][-1][:, 0])), Path(path).name, small, *shrunk))
+            cases = sorted(cases, key=lambda c: c[0])[:8]
 
     print_report(args, images, rows, cpu, swaps, no_map, skipped, resized, records)
     if not rows["ours"]:
@@ -194,11 +205,21 @@ def main() -> None:
         write_text_atomic(args.csv, out.getvalue())
         print(f"per-lung Dice: {args.csv}")
     if args.picture:
-        save_picture(args.picture, sorted(cases, key=lambda c: c[0])[:8], side=384)
+        save_picture(args.picture, cases, side=PICTURE_SIDE)
         print(f"picture of the hardest images (true green, ours red, published blue): {args.picture}")
 
 
-def print_report(args, images, rows, cpu, swaps, no_map, skipped, resized, records) -> None:
+def print_report(
+    args: argparse.Namespace,
+    images: list[str],
+    rows: dict[str, list[np.ndarray]],
+    cpu: dict[str, list[float]],
+    swaps: dict[str, int],
+    no_map: dict[str, int],
+    skipped: list[tuple[str, str]],
+    resized: int,
+    records: list[list],
+) -> None:
     """The Dice tables, speed and failure counts, and (``--list-below``) our lungs below that Dice."""
     n = len(rows["ours"])
     print(f"PBTSeg on {args.images} against hand-drawn lung masks: {n} of {len(images)} images scored")
