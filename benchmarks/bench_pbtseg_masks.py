@@ -16,7 +16,8 @@ image's left, which is the patient's right on a standard frontal film). Masks ar
 - ``--right-masks DIR --left-masks DIR``: one mask per lung, named by the patient's side (Montgomery:
   ``ManualMask/rightMask`` and ``ManualMask/leftMask``); the patient's right lung is label 1.
 
-A mask of another size than its image is resized (nearest) when the aspect ratios agree within 1 %, else the pair is
+Masks may lie beside their images (``--masks`` the images' folder, masks named with a non-empty suffix). A mask
+of another size than its image is resized (nearest) when the aspect ratios agree within 1 %, else the pair is
 skipped. Every pair that cannot be scored (unreadable file, no mask, ambiguous names, sizes that do not fit) is
 listed with the reason at the end; the rest are scored. ``--reference DIR`` (a clone of the published ART-ASyn code)
 adds the published PBTSeg, run as published (8-bit, resized to 256 x 256, its map resized back), on the same images.
@@ -80,9 +81,11 @@ def mask_index(folder: Path) -> dict[str, list[Path]]:
     return index
 
 
-def find_mask(index: dict[str, list[Path]], stem: str, suffixes: list[str], folder: Path) -> Path:
-    """The one mask in ``index`` named ``stem`` plus one of ``suffixes``."""
-    found = [p for s in suffixes for p in index.get(stem + s, [])]
+def find_mask(index: dict[str, list[Path]], image: str, suffixes: list[str], folder: Path) -> Path:
+    """The one mask in ``index`` named as ``image``'s stem plus one of ``suffixes`` (never the image itself, when
+    masks and images share a folder)."""
+    stem = image_stem(image)
+    found = [p for s in suffixes for p in index.get(stem + s, []) if p != Path(image)]
     if not found:
         names = " or ".join(repr(stem + s) for s in suffixes)
         raise PairError(f"no mask named {names} in {folder}")
@@ -102,10 +105,20 @@ def fit(mask: np.ndarray, shape: tuple[int, int], path: Path) -> tuple[np.ndarra
     return np.asarray(Image.fromarray(values).resize((w, h), Image.NEAREST)).astype(mask.dtype), True
 
 
+def is_mask(path: Path, images: Path, folders: list[Path], suffixes: list[str]) -> bool:
+    """Whether a file found under ``images`` is a mask rather than a radiograph: it lies in a mask folder that is
+    not also the images' folder (or above it), or it is named with a mask suffix (masks beside their images)."""
+    for folder in (f.resolve() for f in folders):
+        if path.resolve().is_relative_to(folder):
+            shared = images.resolve().is_relative_to(folder)
+            if not shared or any(s and image_stem(path).endswith(s) for s in suffixes):
+                return True
+    return False
+
+
 def load_pair(image_path: str, masks: list[tuple[dict, Path]], suffixes: list[str]) -> tuple:
     """(image, true label map, mask paths, resized) of one image; raises :class:`PairError` or ``CXRReadError``."""
-    stem = image_stem(image_path)
-    paths = [find_mask(index, stem, suffixes, folder) for index, folder in masks]
+    paths = [find_mask(index, image_path, suffixes, folder) for index, folder in masks]
     image = read_image(image_path)[0]
     read = [fit(read_labels(p), image.shape, p) for p in paths]
     truth = truth_from_mask(read[0][0]) if len(read) == 1 else truth_from_pair(read[0][0], read[1][0])
@@ -157,8 +170,7 @@ def main() -> None:
     suffixes = args.mask_suffix if args.mask_suffix is not None else ["", "_mask"]
     if not args.images.is_dir():
         raise SystemExit(f"--images {args.images}: not a folder")
-    mask_dirs = [f.resolve() for f in folders]
-    images = [p for p in scan_images(args.images) if not any(Path(p).is_relative_to(d) for d in mask_dirs)]
+    images = [p for p in scan_images(args.images) if not is_mask(Path(p), args.images, folders, suffixes)]
     images = images[: args.limit] if args.limit else images
     if not images:
         raise SystemExit(f"--images {args.images}: no image files found")
@@ -226,7 +238,7 @@ def print_report(
     if args.params:
         print(f"our parameters changed: {args.params}")
     if resized:
-        print(f"{resized} masks were resized (nearest) to their image's size")
+        print(f"the masks of {resized} images were resized (nearest) to their image's size")
     for name, r in rows.items():
         if not r:
             continue

@@ -130,7 +130,7 @@ def test_bench_on_montgomery_layout_scores_good_pairs_and_reports_bad_ones(tmp_p
     run = _run("--images", str(tmp_path / "CXR_png"), *masks, "--csv", str(out), "--picture", str(tmp_path / "p.png"))
     assert run.returncode == 0, run.stderr
     assert "3 of 6 images scored" in run.stdout
-    assert "1 masks were resized" in run.stdout
+    assert "the masks of 1 images were resized" in run.stdout
     assert "not scored (3):" in run.stdout
     assert "broken.png: " in run.stdout and "unmasked.png: no mask named 'unmasked'" in run.stdout
     assert "wide.png: mask of 64 x 64 px does not fit the image's 64 x 80 px" in run.stdout
@@ -164,6 +164,12 @@ def test_bench_with_one_mask_per_image_and_bad_options(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "2 of 3 images scored" in run.stdout
     assert "our lungs with whole-lung Dice below 1.01 (4):" in run.stdout
+    # masks beside their images, in one folder: the masks are not taken for images, nor an image for its own mask
+    for name in ("MC_0", "MC_1"):
+        (both / f"{name}.png").write_bytes((tmp_path / "CXR_png" / f"{name}.png").read_bytes())
+    run = _run("--images", str(both), "--masks", str(both))
+    assert run.returncode == 0, run.stderr
+    assert "2 of 2 images scored" in run.stdout
 
 
 def _main_exits(monkeypatch, *args: str) -> str:
