@@ -105,14 +105,19 @@ def fit(mask: np.ndarray, shape: tuple[int, int], path: Path) -> tuple[np.ndarra
     return np.asarray(Image.fromarray(values).resize((w, h), Image.NEAREST)).astype(mask.dtype), True
 
 
-def is_mask(path: Path, images: Path, folders: list[Path], suffixes: list[str]) -> bool:
-    """Whether a file found under ``images`` is a mask rather than a radiograph: it lies in a mask folder that is
-    not also the images' folder (or above it), or it is named with a mask suffix (masks beside their images)."""
-    for folder in (f.resolve() for f in folders):
-        if path.resolve().is_relative_to(folder):
-            shared = images.resolve().is_relative_to(folder)
-            if not shared or any(s and image_stem(path).endswith(s) for s in suffixes):
-                return True
+def is_mask(path: Path, folders: list[tuple[Path, bool]], suffixes: list[str]) -> bool:
+    """Whether a file found under the images' folder is a mask rather than a radiograph: it lies in a mask folder
+    that is not also the images' folder (or above it), or it is named with a mask suffix (masks beside their images).
+
+    Args:
+        path: the file.
+        folders: each mask folder, resolved, and whether the images' folder lies in it.
+        suffixes: the mask-name suffixes.
+    """
+    path = path.resolve()
+    for folder, shared in folders:
+        if path.is_relative_to(folder) and (not shared or any(s and image_stem(path).endswith(s) for s in suffixes)):
+            return True
     return False
 
 
@@ -170,7 +175,8 @@ def main() -> None:
     suffixes = args.mask_suffix if args.mask_suffix is not None else ["", "_mask"]
     if not args.images.is_dir():
         raise SystemExit(f"--images {args.images}: not a folder")
-    images = [p for p in scan_images(args.images) if not is_mask(Path(p), args.images, folders, suffixes)]
+    resolved = [(f.resolve(), args.images.resolve().is_relative_to(f.resolve())) for f in folders]
+    images = [p for p in scan_images(args.images) if not is_mask(Path(p), resolved, suffixes)]
     images = images[: args.limit] if args.limit else images
     if not images:
         raise SystemExit(f"--images {args.images}: no image files found")
